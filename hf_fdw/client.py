@@ -1,0 +1,198 @@
+"""HTTP calls to an inference endpoint: retries, timeouts, and errors that say the fix.
+
+Nothing here knows about PostgreSQL or Multicorn. The API key is held by the
+session's headers only: it is never put in a message, and any text that comes
+back from a server is scrubbed of it before it reaches an error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+
+from hf_fdw.errors import HfFdwError
+from hf_fdw.options import ROUTER_URL, EngineSettings
+
+log = logging.getLogger("hf_fdw")
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+MAX_WAIT = 10.0
+MAX_BODY = 64 * 1024 * 1024
+
+
+def _server_words(response: requests.Response) -> str:
+    """The error text a server sent, in any of the shapes providers use."""
+    try:
+        payload = response.json()
+    except ValueError:
+        text = response.text.strip()
+        return text[:500] or response.reason or f"HTTP {response.status_code}"
+    if isinstance(payload, dict) and "error" in payload:
+        error = payload["error"]
+        if isinstance(error, list):
+            error = "; ".join(str(part) for part in error)
+        words = str(error)
+        if payload.get("error_type"):
+            words += f" ({payload['error_type']})"
+        warnings = payload.get("warnings")
+        if isinstance(warnings, list) and warnings:
+            words += "; " + "; ".join(str(w) for w in warnings)
+        return words[:500]
+    return json.dumps(payload)[:500]
+
+
+def _hint(status: int, engine: EngineSettings, model_id: str | None) -> str | None:
+    if status == 401:
+        return (
+            "the API key was refused: set a valid one with "
+            f"SELECT hf_fdw.set_api_key('{engine.name}', '<token>')"
+        )
+    if status in (400, 403) and engine.is_hosted:
+        return (
+            "check the inputs and parameters; a token also needs the "
+            "'Inference Providers' permission, and gated models need access"
+        )
+    if status == 402:
+        return "the account's inference credits are used up"
+    if status == 404:
+        return (
+            f"model {model_id!r} is not served at this endpoint; check "
+            "model_name, or for a dedicated deployment use "
+            "endpoint => '<your endpoint URL>'"
+        )
+    if status == 410:
+        return f"this host is retired; use the router, {ROUTER_URL}"
+    if status in (413, 422):
+        return "the input is too long or not valid for this model"
+    if status in RETRY_STATUSES:
+        return "the endpoint is busy or loading; try again later, or raise " \
+            "the engine's max_retries"
+    return None
+
+
+class InferenceClient:
+    """Posts bodies to one engine's endpoints, with bounded retries."""
+
+    def __init__(
+        self,
+        engine: EngineSettings,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.engine = engine
+        self._sleep = sleep
+        self._local = threading.local()
+        self.requests_sent = 0
+
+    def _session(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            session.trust_env = False
+            session.headers["User-Agent"] = "hf_fdw/0.1"
+            if self.engine.api_key:
+                session.headers["Authorization"] = f"Bearer {self.engine.api_key}"
+            self._local.session = session
+        return session
+
+    def scrub(self, text: str) -> str:
+        """Remove the API key from any text bound for a message."""
+        key = self.engine.api_key
+        if key and key in text:
+            text = text.replace(key, "<api key>")
+        return text
+
+    def post(self, url: str, body: Any, model_id: str | None = None) -> Any:
+        """POST ``body`` as JSON and return the decoded answer."""
+        host = urlsplit(url).netloc
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                self.requests_sent += 1
+                response = self._session().post(
+                    url,
+                    data=json.dumps(body),
+                    headers={"Content-Type": "application/json"},
+                    timeout=(min(10.0, self.engine.timeout), self.engine.timeout),
+                )
+            except requests.Timeout:
+                failure: str | None = (
+                    f"no answer from {host} within {self.engine.timeout:g} s"
+                )
+                response = None
+            except requests.ConnectionError as exc:
+                failure = f"could not connect to {host}: {type(exc).__name__}"
+                response = None
+
+            if response is None:
+                if attempt <= self.engine.max_retries:
+                    self._sleep(self._backoff(attempt, None))
+                    continue
+                raise HfFdwError(
+                    f"inference request to {host} failed",
+                    detail=failure,
+                    hint="check that the endpoint is up and reachable from the "
+                    "database server; the engine's timeout and max_retries "
+                    "options bound the wait",
+                )
+
+            if response.status_code == 200:
+                return self._decode(response, host)
+
+            words = self.scrub(_server_words(response))
+            if (
+                response.status_code in RETRY_STATUSES
+                and attempt <= self.engine.max_retries
+            ):
+                delay = self._backoff(attempt, response)
+                log.debug("HTTP %s from %s, retry in %.1f s", response.status_code,
+                          host, delay)
+                self._sleep(delay)
+                continue
+            raise HfFdwError(
+                f"inference endpoint {host} answered HTTP {response.status_code}",
+                detail=words,
+                hint=_hint(response.status_code, self.engine, model_id),
+            )
+
+    def _decode(self, response: requests.Response, host: str) -> Any:
+        if len(response.content) > MAX_BODY:
+            raise HfFdwError(
+                f"answer from {host} is too large",
+                detail=f"{len(response.content)} bytes",
+            )
+        try:
+            return response.json()
+        except ValueError:
+            raise HfFdwError(
+                f"answer from {host} is not JSON",
+                detail=self.scrub(response.text[:300]),
+                hint="check that the endpoint speaks the Hugging Face "
+                "inference protocol",
+            ) from None
+
+    def _backoff(self, attempt: int, response: requests.Response | None) -> float:
+        """Seconds to wait before the next attempt, from the server's advice."""
+        if response is not None:
+            retry_after = response.headers.get("Retry-After")
+            if retry_after:
+                try:
+                    return min(MAX_WAIT, max(0.0, float(retry_after)))
+                except ValueError:
+                    pass
+            try:
+                estimated = response.json().get("estimated_time")
+            except (ValueError, AttributeError):
+                estimated = None
+            if isinstance(estimated, (int, float)) and estimated >= 0:
+                return min(MAX_WAIT, float(estimated))
+        base = min(MAX_WAIT, 0.5 * 2 ** (attempt - 1))
+        return base * (0.5 + random.random() / 2)

@@ -1,0 +1,85 @@
+"""The Multicorn adapter: options and quals in, rows out.
+
+Everything that knows about tasks, HTTP and answers lives in the plain core
+(``options``, ``tasks``, ``client``, ``predict``); this class only translates
+between Multicorn's calls and that core.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator, Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from multicorn import ForeignDataWrapper
+from multicorn.utils import DEBUG, log_to_postgres
+
+from hf_fdw.options import parse_engine, parse_model, request_url
+from hf_fdw.predict import Predictor, inputs_from_quals
+
+
+class _PostgresLogHandler(logging.Handler):
+    """Send the core's debug lines to the server log as DEBUG1.
+
+    PostgreSQL's logging is not thread-safe: lines logged by the request pool's
+    worker threads are dropped rather than reported from the wrong thread.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        try:
+            log_to_postgres(self.format(record), DEBUG)
+        except Exception:  # logging must never break a query
+            pass
+
+
+_logger = logging.getLogger("hf_fdw")
+if not _logger.handlers:
+    _logger.addHandler(_PostgresLogHandler())
+    _logger.setLevel(logging.DEBUG)
+    _logger.propagate = False
+
+
+class HuggingFaceFDW(ForeignDataWrapper):
+    """A foreign table whose rows are a Hugging Face model's predictions."""
+
+    def __init__(self, options: Mapping[str, str], columns: Mapping[str, Any]) -> None:
+        super().__init__(options, columns)
+        self.model = parse_model(options, columns)
+        self.engine = parse_engine(options)
+        self.predictor = Predictor(self.engine, self.model)
+
+    def get_rel_size(self, quals: list[Any], columns: list[str]) -> tuple[int, int]:
+        try:
+            rows = len(inputs_from_quals(quals, self.model.input_columns))
+        except Exception:
+            rows = 1000
+        return (max(rows, 1), 64 * max(len(columns), 1))
+
+    def get_path_keys(self) -> list[tuple[tuple[str, ...], int]]:
+        return [(self.model.input_columns, 1)]
+
+    def execute(
+        self, quals: list[Any], columns: Any, sortkeys: Any = None, **kwargs: Any
+    ) -> Iterator[dict[str, Any]]:
+        return iter(list(self.predictor.rows(quals)))
+
+    def explain(self, quals: list[Any], columns: Any, sortkeys: Any = None,
+                verbose: bool = False, **kwargs: Any) -> list[str]:
+        host = urlsplit(request_url(self.engine, self.model)).netloc
+        return [
+            f"hf_fdw: task {self.model.task}, model {self.model.model or '-'}, "
+            f"endpoint {host}"
+        ]
+
+    def begin(self, serializable: Any) -> None:
+        self.predictor.forget()
+
+    def commit(self) -> None:
+        self.predictor.forget()
+
+    def rollback(self) -> None:
+        self.predictor.forget()

@@ -1,0 +1,388 @@
+"""Every option hf_fdw reads: its level, its type, its default, its error.
+
+Multicorn hands the FDW one dict that merges, in this order, the foreign
+table's options, the server's (the engine's) and the current user's mapping,
+a later level silently overwriting an earlier one. So the three levels use
+names that never collide:
+
+- server (engine): ``engine_name``, ``engine_endpoint``, ``engine_options``;
+- user mapping: ``api_key``;
+- foreign table (model): everything in ``TABLE_OPTIONS``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from hf_fdw.errors import HfFdwError
+from hf_fdw.tasks import TASKS, Task, get_task
+
+ROUTER_URL = "https://router.huggingface.co/hf-inference"
+RETIRED_HOSTS = ("api-inference.huggingface.co",)
+
+SERVER_OPTIONS = ("engine_name", "engine_endpoint", "engine_options")
+MAPPING_OPTIONS = ("api_key",)
+TABLE_OPTIONS = (
+    "task",
+    "model",
+    "endpoint",
+    "input_column",
+    "context_column",
+    "input_column2",
+    "target_column",
+    "candidate_labels",
+    "labels",
+    "parameters",
+    "options",
+)
+
+# Which option names the column of each input role.
+ROLE_OPTIONS = {
+    "text": "input_column",
+    "question": "input_column",
+    "source": "input_column",
+    "context": "context_column",
+    "sentence": "input_column2",
+}
+
+# Engine settings given as create_engine(options => '{...}'): default, bounds.
+ENGINE_SETTINGS: dict[str, tuple[type, Any, Any, Any]] = {
+    "timeout": (float, 30.0, 0.1, 600.0),
+    "max_retries": (int, 3, 0, 10),
+    "concurrency": (int, 4, 1, 64),
+    "api_key_env": (str, None, None, None),
+}
+
+_VALUE_TYPES = {
+    "text": ("text", "character varying", "character", "varchar", "name"),
+    "double precision": ("double precision", "real", "numeric"),
+    "double precision[]": ("double precision[]", "real[]", "numeric[]"),
+}
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def check_endpoint(url: str, option: str) -> str:
+    """Validate an endpoint URL and return it without a trailing slash."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise HfFdwError(
+            f"{option} is not an http(s) URL: {url!r}",
+            hint="give a URL such as https://<name>.endpoints.huggingface.cloud "
+            "or http://127.0.0.1:8080",
+        )
+    if parts.hostname.lower() in RETIRED_HOSTS:
+        raise HfFdwError(
+            f"{option} names the retired host {parts.hostname}",
+            detail="the serverless Inference API moved; the old host answers "
+            "410 Gone",
+            hint=f"use the router: {ROUTER_URL} (the default when no "
+            "endpoint is given)",
+        )
+    if parts.username or parts.password:
+        raise HfFdwError(
+            f"{option} must not carry credentials in the URL",
+            hint="give the key as api_key, which is kept in a user mapping",
+        )
+    return url.strip().rstrip("/")
+
+
+def _json_option(options: Mapping[str, str], name: str) -> Any:
+    raw = options.get(name)
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise HfFdwError(
+            f"option {name} is not valid JSON",
+            detail=str(exc),
+            hint=f"write {name} as JSON, e.g. {name} '{{\"key\": \"value\"}}'",
+        ) from None
+
+
+def _json_object(options: Mapping[str, str], name: str) -> dict[str, Any]:
+    value = _json_option(options, name)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise HfFdwError(
+            f"option {name} must be a JSON object",
+            detail=f"got {type(value).__name__}: {options[name]}",
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """An engine: where requests go and how they are made."""
+
+    name: str
+    endpoint: str
+    timeout: float
+    max_retries: int
+    concurrency: int
+    api_key: str | None = field(default=None, repr=False)
+
+    @property
+    def is_hosted(self) -> bool:
+        host = urlsplit(self.endpoint).hostname or ""
+        return host == "huggingface.co" or host.endswith(".huggingface.co")
+
+
+def parse_engine_options(raw: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Check an engine's ``options`` object and fill in the defaults."""
+    raw = dict(raw or {})
+    unknown = sorted(set(raw) - set(ENGINE_SETTINGS))
+    if unknown:
+        raise HfFdwError(
+            "unknown engine option " + ", ".join(repr(u) for u in unknown),
+            hint="engine options are: " + ", ".join(ENGINE_SETTINGS),
+        )
+    settings: dict[str, Any] = {}
+    for name, (kind, default, low, high) in ENGINE_SETTINGS.items():
+        value = raw.get(name, default)
+        if value is None:
+            settings[name] = None
+            continue
+        if kind is str:
+            if not isinstance(value, str) or not _ENV_NAME.fullmatch(value):
+                raise HfFdwError(
+                    f"engine option {name} must name an environment variable",
+                    detail=f"got {value!r}",
+                )
+            settings[name] = value
+            continue
+        number_ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if kind is int and number_ok and float(value) != int(value):
+            number_ok = False
+        if not number_ok or not math.isfinite(value) or not low <= value <= high:
+            raise HfFdwError(
+                f"engine option {name} must be a number from {low} to {high}",
+                detail=f"got {value!r}",
+            )
+        settings[name] = kind(value)
+    return settings
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """A model: task, model id, columns and what goes into each body."""
+
+    task: str
+    model: str | None
+    endpoint: str | None
+    input_columns: tuple[str, ...]
+    target_column: str
+    parameters: Mapping[str, Any]
+    options: Mapping[str, Any]
+    labels: list[Any] | dict[str, Any] | None
+    candidate_labels: tuple[str, ...] | None
+
+    @property
+    def spec(self) -> Task:
+        return TASKS[self.task]
+
+
+def _parse_labels(options: Mapping[str, str]) -> list[Any] | dict[str, Any] | None:
+    labels = _json_option(options, "labels")
+    if labels is None:
+        return None
+    if isinstance(labels, list) and labels and all(
+        isinstance(x, str) for x in labels
+    ):
+        return labels
+    if isinstance(labels, dict) and labels and all(
+        isinstance(v, str) for v in labels.values()
+    ):
+        return labels
+    raise HfFdwError(
+        "labels must be a non-empty JSON array or object of strings",
+        detail=f"got: {options['labels']}",
+        hint="an array renames LABEL_0, LABEL_1, ... by position: "
+        "'[\"ham\", \"spam\"]'; an object renames by name: "
+        "'{\"NEGATIVE\": \"ham\", \"POSITIVE\": \"spam\"}'",
+    )
+
+
+def _parse_candidate_labels(
+    options: Mapping[str, str], parameters: Mapping[str, Any]
+) -> tuple[str, ...] | None:
+    value = _json_option(options, "candidate_labels")
+    if value is None:
+        value = parameters.get("candidate_labels")
+    if value is None:
+        return None
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(isinstance(x, str) and x for x in value)
+    ):
+        raise HfFdwError(
+            "candidate_labels must be a non-empty list of strings",
+            detail=f"got: {value!r}",
+        )
+    return tuple(value)
+
+
+def _column_type(columns: Mapping[str, Any], name: str) -> str:
+    column = columns[name]
+    type_name = getattr(column, "type_name", None) or "text"
+    return str(type_name).lower()
+
+
+def parse_model(options: Mapping[str, str], columns: Mapping[str, Any]) -> ModelSettings:
+    """Validate a foreign table's options against its columns."""
+    known = set(SERVER_OPTIONS) | set(MAPPING_OPTIONS) | set(TABLE_OPTIONS)
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise HfFdwError(
+            "unknown option " + ", ".join(repr(u) for u in unknown),
+            hint="foreign table options are: " + ", ".join(TABLE_OPTIONS),
+        )
+
+    task_name = options.get("task")
+    if not task_name:
+        raise HfFdwError(
+            "option task is required",
+            hint="add OPTIONS (task 'text-classification', ...); tasks: "
+            + ", ".join(sorted(TASKS)),
+        )
+    task = get_task(task_name)
+
+    model = options.get("model") or task.default_model
+    endpoint = options.get("endpoint")
+    if endpoint:
+        endpoint = check_endpoint(endpoint, "endpoint")
+    if not model and not endpoint:
+        raise HfFdwError(
+            f"task {task.name} has no default model",
+            hint="name one: model_name => '<owner>/<model>' "
+            "(or OPTIONS (model '...')), or give the model's own endpoint",
+        )
+
+    input_columns = []
+    for role in task.roles:
+        option = ROLE_OPTIONS[role]
+        column = options.get(option) or ("text" if option == "input_column" else None)
+        if not column:
+            raise HfFdwError(
+                f"task {task.name} needs option {option}",
+                hint=f"name the column that holds the {role}: "
+                f"{option} => '<column>'",
+            )
+        if column not in columns:
+            raise HfFdwError(
+                f"{option} {column!r} is not a column of the table",
+                detail="columns: " + ", ".join(columns),
+            )
+        if column in input_columns:
+            raise HfFdwError(
+                f"column {column!r} is used for two inputs",
+                hint="use a different column for each input",
+            )
+        input_columns.append(column)
+
+    target = options.get("target_column")
+    if target is None:
+        others = [c for c in columns if c not in input_columns]
+        if len(others) != 1:
+            raise HfFdwError(
+                "cannot tell which column receives the prediction",
+                detail="columns other than the inputs: " + (", ".join(others) or "none"),
+                hint="add OPTIONS (target_column '<column>')",
+            )
+        target = others[0]
+    if target not in columns:
+        raise HfFdwError(
+            f"target_column {target!r} is not a column of the table",
+            detail="columns: " + ", ".join(columns),
+        )
+    if target in input_columns:
+        raise HfFdwError(
+            f"column {target!r} cannot be both an input and the prediction",
+            hint="give the prediction its own column",
+        )
+    type_name = _column_type(columns, target)
+    accepted = _VALUE_TYPES[task.value_type]
+    if not type_name.startswith(accepted):
+        raise HfFdwError(
+            f"column {target!r} has type {type_name}, but task {task.name} "
+            f"gives {task.value_type}",
+            hint=f"declare the column as {task.value_type}",
+        )
+
+    parameters = _json_object(options, "parameters")
+    body_options = _json_object(options, "options")
+    labels = _parse_labels(options)
+    if labels is not None and task.name != "text-classification":
+        raise HfFdwError(
+            "labels applies to text-classification only",
+            hint="for zero-shot-classification use candidate_labels",
+        )
+    candidate_labels = _parse_candidate_labels(options, parameters)
+    if task.name == "zero-shot-classification" and candidate_labels is None:
+        raise HfFdwError(
+            "zero-shot-classification needs candidate_labels",
+            hint="candidate_labels => ARRAY['refund', 'legal', 'faq']",
+        )
+    if candidate_labels is not None and task.name != "zero-shot-classification":
+        raise HfFdwError("candidate_labels applies to zero-shot-classification only")
+
+    return ModelSettings(
+        task=task.name,
+        model=model,
+        endpoint=endpoint,
+        input_columns=tuple(input_columns),
+        target_column=target,
+        parameters=parameters,
+        options=body_options,
+        labels=labels,
+        candidate_labels=candidate_labels,
+    )
+
+
+def parse_engine(
+    options: Mapping[str, str], environ: Mapping[str, str] | None = None
+) -> EngineSettings:
+    """Read the engine (server) options and the user mapping's key."""
+    environ = os.environ if environ is None else environ
+    endpoint = check_endpoint(
+        options.get("engine_endpoint") or ROUTER_URL, "engine endpoint"
+    )
+    settings = parse_engine_options(_json_object(options, "engine_options"))
+
+    api_key = options.get("api_key") or None
+    if api_key is None and settings["api_key_env"]:
+        api_key = environ.get(settings["api_key_env"]) or None
+    return EngineSettings(
+        name=options.get("engine_name") or "(unnamed)",
+        endpoint=endpoint,
+        timeout=settings["timeout"],
+        max_retries=settings["max_retries"],
+        concurrency=settings["concurrency"],
+        api_key=api_key,
+    )
+
+
+def request_url(engine: EngineSettings, model: ModelSettings) -> str:
+    """Where one model's requests go.
+
+    A model's own endpoint is called verbatim (case C7). Otherwise the
+    engine's base URL speaks the router's protocol:
+    ``{endpoint}/models/{model}``, plus ``/pipeline/{task}`` for the tasks
+    a multi-task embedding model must be told.
+    """
+    if model.endpoint:
+        return model.endpoint
+    url = f"{engine.endpoint}/models/{model.model}"
+    if model.spec.pipeline:
+        url += f"/pipeline/{model.spec.pipeline}"
+    return url

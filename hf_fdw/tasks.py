@@ -1,0 +1,395 @@
+"""Every supported task in one place: its inputs, body, answer and target value.
+
+A task entry says which input roles it takes (``text``; ``question`` and
+``context``; ``source`` and ``sentence``), how to build the request body from
+one tuple of inputs, and how to read the endpoint's answer into the value that
+lands in the model's target column. Answers are read tolerantly: every variant
+listed in the protocol notes (nested or flat lists, old and new zero-shot
+shapes, a list where the spec says object) gives the same value.
+
+Adding a task means adding one ``Task`` to ``TASKS`` (and one row to the
+``hf_fdw.tasks`` table of the extension script; a test keeps both in step).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from hf_fdw.errors import HfFdwError
+
+if TYPE_CHECKING:
+    from hf_fdw.options import ModelSettings
+
+Inputs = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Task:
+    """How one inference task is asked and answered."""
+
+    name: str
+    roles: tuple[str, ...]
+    value_type: str
+    default_model: str | None
+    build_body: Callable[[Inputs, ModelSettings], dict[str, Any]]
+    read_answer: Callable[[Any, Inputs, ModelSettings], Any]
+    pipeline: str | None = None
+
+
+class AnswerError(HfFdwError):
+    """The endpoint answered 200 with something this task cannot read."""
+
+
+def _unexpected(task: str, answer: Any, expected: str) -> AnswerError:
+    shown = repr(answer)
+    if len(shown) > 300:
+        shown = shown[:300] + "..."
+    return AnswerError(
+        f"unexpected answer for task {task}",
+        detail=f"expected {expected}, got: {shown}",
+        hint="check that the model really serves this task, "
+        "or that the endpoint speaks the Hugging Face inference protocol",
+    )
+
+
+def _text_body(inputs: Inputs, model: ModelSettings) -> dict[str, Any]:
+    return _with_extras({"inputs": inputs[0]}, model, dict(model.parameters))
+
+
+def _with_extras(
+    body: dict[str, Any], model: ModelSettings, parameters: dict[str, Any]
+) -> dict[str, Any]:
+    if parameters:
+        body["parameters"] = parameters
+    if model.options:
+        body["options"] = dict(model.options)
+    return body
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _scored_items(task: str, answer: Any) -> list[dict[str, Any]]:
+    """Read ``[{label, score}]`` in any nesting the providers use."""
+    if isinstance(answer, Mapping):
+        if "labels" in answer and "scores" in answer:
+            labels, scores = answer["labels"], answer["scores"]
+            if (
+                isinstance(labels, list)
+                and isinstance(scores, list)
+                and len(labels) == len(scores)
+            ):
+                answer = [
+                    {"label": label, "score": score}
+                    for label, score in zip(labels, scores)
+                ]
+        else:
+            answer = [answer]
+    if (
+        isinstance(answer, list)
+        and len(answer) == 1
+        and isinstance(answer[0], list)
+    ):
+        answer = answer[0]
+    if not isinstance(answer, list) or not answer:
+        raise _unexpected(task, answer, "a non-empty list of {label, score}")
+    for item in answer:
+        if (
+            not isinstance(item, Mapping)
+            or not isinstance(item.get("label"), str)
+            or not _is_number(item.get("score"))
+        ):
+            raise _unexpected(task, answer, "a list of {label, score}")
+    return list(answer)
+
+
+def _top(items: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
+    return max(items, key=lambda item: item["score"])
+
+
+_POSITIONAL_LABEL = re.compile(r"LABEL_(\d+)")
+
+# Class names, in index order, of default models that do not answer LABEL_<n>.
+# A positional ``labels`` array can rename these too (case C1).
+KNOWN_CLASSES: dict[str, tuple[str, ...]] = {
+    "distilbert/distilbert-base-uncased-finetuned-sst-2-english": (
+        "NEGATIVE",
+        "POSITIVE",
+    ),
+}
+
+
+def rename_label(label: str, model: ModelSettings) -> str:
+    """Apply the model's ``labels`` option to one class name."""
+    labels = model.labels
+    if labels is None:
+        return label
+    if isinstance(labels, Mapping):
+        return str(labels.get(label, label))
+
+    match = _POSITIONAL_LABEL.fullmatch(label)
+    if match:
+        index = int(match.group(1))
+    else:
+        known = KNOWN_CLASSES.get(model.model or "", ())
+        if label not in known:
+            raise HfFdwError(
+                f"cannot rename class {label!r} by position",
+                detail=f"labels {list(labels)!r} renames LABEL_0, LABEL_1, ... "
+                f"by position, but model {model.model!r} answered the class "
+                f"{label!r}, whose position is not known",
+                hint="give labels as an object that maps each class name, "
+                f"e.g. labels => '{{\"{label}\": \"...\"}}'",
+            )
+        index = known.index(label)
+    if index >= len(labels):
+        raise HfFdwError(
+            f"labels has no name for class {label!r}",
+            detail=f"labels has {len(labels)} names, class {label!r} is "
+            f"number {index} (counting from 0)",
+            hint="give one name per class of the model",
+        )
+    return str(labels[index])
+
+
+def _read_classification(answer: Any, inputs: Inputs, model: ModelSettings) -> str:
+    return rename_label(_top(_scored_items(model.task, answer))["label"], model)
+
+
+def _zero_shot_body(inputs: Inputs, model: ModelSettings) -> dict[str, Any]:
+    parameters = dict(model.parameters)
+    if model.candidate_labels is not None:
+        parameters["candidate_labels"] = list(model.candidate_labels)
+    return _with_extras({"inputs": inputs[0]}, model, parameters)
+
+
+def _read_zero_shot(answer: Any, inputs: Inputs, model: ModelSettings) -> str:
+    return str(_top(_scored_items(model.task, answer))["label"])
+
+
+def _first_mapping(task: str, answer: Any, key: str) -> Mapping[str, Any]:
+    item = answer
+    if isinstance(item, list) and item:
+        item = item[0]
+    if not isinstance(item, Mapping) or key not in item:
+        raise _unexpected(task, answer, f"[{{{key}}}] or {{{key}}}")
+    return item
+
+
+def _text_reader(key: str) -> Callable[[Any, Inputs, ModelSettings], str]:
+    def read(answer: Any, inputs: Inputs, model: ModelSettings) -> str:
+        value = _first_mapping(model.task, answer, key)[key]
+        if not isinstance(value, str):
+            raise _unexpected(model.task, answer, f"a string in {key}")
+        return value
+
+    return read
+
+
+_MASK_TOKENS = ("[MASK]", "<mask>")
+
+
+def _read_fill_mask(answer: Any, inputs: Inputs, model: ModelSettings) -> str:
+    if isinstance(answer, list) and answer and all(
+        isinstance(item, list) for item in answer
+    ):
+        masks = answer
+    else:
+        masks = [answer]
+    candidates = []
+    for mask in masks:
+        if not isinstance(mask, list) or not mask:
+            raise _unexpected(model.task, answer, "a list of {sequence, score}")
+        for item in mask:
+            if not isinstance(item, Mapping) or not _is_number(item.get("score")):
+                raise _unexpected(model.task, answer, "a list of {sequence, score}")
+        candidates.append(_top(mask))
+
+    if len(candidates) == 1:
+        sequence = candidates[0].get("sequence")
+        if not isinstance(sequence, str):
+            raise _unexpected(model.task, answer, "a sequence string")
+        return sequence
+
+    # Several masks: each list fills one mask, so fill them in order.
+    text = str(inputs[0])
+    token = next((t for t in _MASK_TOKENS if t in text), None)
+    if token is None or text.count(token) != len(candidates):
+        raise _unexpected(
+            model.task, answer, f"one list per mask token in {text!r}"
+        )
+    for candidate in candidates:
+        token_str = candidate.get("token_str")
+        if not isinstance(token_str, str):
+            raise _unexpected(model.task, answer, "token_str strings")
+        text = text.replace(token, token_str.strip(), 1)
+    return text
+
+
+def _read_generation(answer: Any, inputs: Inputs, model: ModelSettings) -> str:
+    return _text_reader("generated_text")(answer, inputs, model)
+
+
+def _question_body(inputs: Inputs, model: ModelSettings) -> dict[str, Any]:
+    body = {"inputs": {"question": inputs[0], "context": inputs[1]}}
+    return _with_extras(body, model, dict(model.parameters))
+
+
+def _read_answer(answer: Any, inputs: Inputs, model: ModelSettings) -> str:
+    items = answer if isinstance(answer, list) else [answer]
+    for item in items:
+        if (
+            not isinstance(item, Mapping)
+            or not isinstance(item.get("answer"), str)
+            or not _is_number(item.get("score"))
+        ):
+            raise _unexpected(model.task, answer, "{answer, score, start, end}")
+    if not items:
+        raise _unexpected(model.task, answer, "{answer, score, start, end}")
+    return str(_top(items)["answer"])
+
+
+def _similarity_body(inputs: Inputs, model: ModelSettings) -> dict[str, Any]:
+    body = {"inputs": {"source_sentence": inputs[0], "sentences": [inputs[1]]}}
+    return _with_extras(body, model, dict(model.parameters))
+
+
+def _read_similarity(answer: Any, inputs: Inputs, model: ModelSettings) -> float:
+    if isinstance(answer, list) and len(answer) == 1 and _is_number(answer[0]):
+        return float(answer[0])
+    raise _unexpected(model.task, answer, "a list with one float")
+
+
+def _embedding_body(inputs: Inputs, model: ModelSettings) -> dict[str, Any]:
+    # Feature extraction takes its options (normalize, truncate...) at the
+    # top level of the body, not under "parameters".
+    body: dict[str, Any] = dict(model.parameters)
+    body["inputs"] = inputs[0]
+    if model.options:
+        body["options"] = dict(model.options)
+    return body
+
+
+def _read_embedding(
+    answer: Any, inputs: Inputs, model: ModelSettings
+) -> list[float]:
+    vector = answer
+    if isinstance(vector, list) and len(vector) == 1 and isinstance(vector[0], list):
+        vector = vector[0]
+    if isinstance(vector, list) and vector and all(_is_number(x) for x in vector):
+        return [float(x) for x in vector]
+    if isinstance(vector, list) and vector and isinstance(vector[0], list):
+        raise HfFdwError(
+            "the model returned one vector per token, not one per text",
+            detail="feature-extraction answered a 2-D list for a single input",
+            hint="use a sentence-embedding model (one with pooling), such as "
+            "sentence-transformers/all-MiniLM-L6-v2",
+        )
+    raise _unexpected(model.task, answer, "a list of floats")
+
+
+TASKS: dict[str, Task] = {
+    task.name: task
+    for task in (
+        Task(
+            "text-classification",
+            ("text",),
+            "text",
+            "distilbert/distilbert-base-uncased-finetuned-sst-2-english",
+            _text_body,
+            _read_classification,
+        ),
+        Task(
+            "zero-shot-classification",
+            ("text",),
+            "text",
+            "facebook/bart-large-mnli",
+            _zero_shot_body,
+            _read_zero_shot,
+        ),
+        Task(
+            "sentence-similarity",
+            ("source", "sentence"),
+            "double precision",
+            "sentence-transformers/all-MiniLM-L6-v2",
+            _similarity_body,
+            _read_similarity,
+            pipeline="sentence-similarity",
+        ),
+        Task(
+            "question-answering",
+            ("question", "context"),
+            "text",
+            "deepset/roberta-base-squad2",
+            _question_body,
+            _read_answer,
+        ),
+        Task(
+            "summarization",
+            ("text",),
+            "text",
+            "facebook/bart-large-cnn",
+            _text_body,
+            _text_reader("summary_text"),
+        ),
+        Task(
+            # The old default, gpt2, is no longer served by the hosted API.
+            "text-generation",
+            ("text",),
+            "text",
+            None,
+            _text_body,
+            _read_generation,
+        ),
+        Task(
+            "fill-mask",
+            ("text",),
+            "text",
+            "google-bert/bert-base-uncased",
+            _text_body,
+            _read_fill_mask,
+        ),
+        Task(
+            "translation",
+            ("text",),
+            "text",
+            "google-t5/t5-small",
+            _text_body,
+            _text_reader("translation_text"),
+        ),
+        Task(
+            "feature-extraction",
+            ("text",),
+            "double precision[]",
+            "sentence-transformers/all-MiniLM-L6-v2",
+            _embedding_body,
+            _read_embedding,
+            pipeline="feature-extraction",
+        ),
+    )
+}
+
+
+def get_task(name: str) -> Task:
+    """Return the task called ``name``, or say which tasks exist."""
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise HfFdwError(
+            f"unknown task {name!r}",
+            hint="use one of: " + ", ".join(sorted(TASKS)),
+        ) from None
+
+
+def error_in_answer(answer: Any) -> str | None:
+    """The provider's own words when a 200 answer is really an error (C12)."""
+    if isinstance(answer, Mapping) and "error" in answer:
+        error = answer["error"]
+        if isinstance(error, list):
+            return "; ".join(str(part) for part in error)
+        return str(error)
+    return None
