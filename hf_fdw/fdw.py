@@ -16,8 +16,12 @@ from urllib.parse import urlsplit
 from multicorn import ForeignDataWrapper
 from multicorn.utils import DEBUG, log_to_postgres
 
+from hf_fdw.errors import HfFdwError
 from hf_fdw.options import parse_engine, parse_model, request_url
 from hf_fdw.predict import Predictor, inputs_from_quals
+
+
+UNBOUNDED_ROWS = 10_000_000
 
 
 class _PostgresLogHandler(logging.Handler):
@@ -53,11 +57,14 @@ class HuggingFaceFDW(ForeignDataWrapper):
         self.predictor = Predictor(self.engine, self.model)
 
     def get_rel_size(self, quals: list[Any], columns: list[str]) -> tuple[int, int]:
+        # One row per input tuple the quals name. A scan that names none cannot
+        # run at all, so it is priced out of reach: the planner then prefers
+        # the parameterized path of a join, one lookup per outer row.
         try:
             rows = len(inputs_from_quals(quals, self.model.input_columns))
-        except Exception:
-            rows = 1000
-        return (max(rows, 1), 64 * max(len(columns), 1))
+        except HfFdwError:
+            rows = UNBOUNDED_ROWS
+        return (max(rows, 1), 32 * max(len(columns), 1))
 
     def get_path_keys(self) -> list[tuple[tuple[str, ...], int]]:
         return [(self.model.input_columns, 1)]
