@@ -28,13 +28,16 @@ MAX_WAIT = 10.0
 MAX_BODY = 64 * 1024 * 1024
 
 
-def _server_words(response: requests.Response) -> str:
-    """The error text a server sent, in any of the shapes providers use."""
+def _server_words(response: requests.Response, scrub: Callable[[str], str]) -> str:
+    """The error text a server sent, in any of the shapes providers use.
+
+    ``scrub`` runs before the text is cut short, so no part of a key survives.
+    """
     try:
         payload = response.json()
     except ValueError:
-        text = response.text.strip()
-        return text[:500] or response.reason or f"HTTP {response.status_code}"
+        text = response.text.strip() or response.reason or ""
+        return scrub(text)[:500] or f"HTTP {response.status_code}"
     if isinstance(payload, dict) and "error" in payload:
         error = payload["error"]
         if isinstance(error, list):
@@ -45,8 +48,8 @@ def _server_words(response: requests.Response) -> str:
         warnings = payload.get("warnings")
         if isinstance(warnings, list) and warnings:
             words += "; " + "; ".join(str(w) for w in warnings)
-        return words[:500]
-    return json.dumps(payload)[:500]
+        return scrub(words)[:500]
+    return scrub(json.dumps(payload))[:500]
 
 
 def _hint(status: int, engine: EngineSettings, model_id: str | None) -> str | None:
@@ -131,6 +134,10 @@ class InferenceClient:
             except requests.ConnectionError as exc:
                 failure = f"could not connect to {host}: {type(exc).__name__}"
                 response = None
+            except requests.RequestException as exc:
+                # A body cut short, a redirect loop, a URL requests cannot use.
+                failure = f"request to {host} failed: {type(exc).__name__}"
+                response = None
 
             if response is None:
                 if attempt <= self.engine.max_retries:
@@ -147,7 +154,7 @@ class InferenceClient:
             if response.status_code == 200:
                 return self._decode(response, host)
 
-            words = self.scrub(_server_words(response))
+            words = _server_words(response, self.scrub)
             if (
                 response.status_code in RETRY_STATUSES
                 and attempt <= self.engine.max_retries
@@ -174,7 +181,7 @@ class InferenceClient:
         except ValueError:
             raise HfFdwError(
                 f"answer from {host} is not JSON",
-                detail=self.scrub(response.text[:300]),
+                detail=self.scrub(response.text)[:300],
                 hint="check that the endpoint speaks the Hugging Face "
                 "inference protocol",
             ) from None

@@ -13,7 +13,6 @@ names that never collide:
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 from collections.abc import Mapping
@@ -70,9 +69,13 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def check_endpoint(url: str, option: str) -> str:
-    """Validate an endpoint URL and return it without a trailing slash."""
-    parts = urlsplit(url.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    """Validate an endpoint URL and return it, trimmed of white space."""
+    try:
+        parts = urlsplit(url.strip())
+        parts.port  # noqa: B018 (raises ValueError for a bad port)
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         raise HfFdwError(
             f"{option} is not an http(s) URL: {url!r}",
             hint="give a URL such as https://<name>.endpoints.huggingface.cloud "
@@ -91,7 +94,7 @@ def check_endpoint(url: str, option: str) -> str:
             f"{option} must not carry credentials in the URL",
             hint="give the key as api_key, which is kept in a user mapping",
         )
-    return url.strip().rstrip("/")
+    return url.strip()
 
 
 def _json_option(options: Mapping[str, str], name: str) -> Any:
@@ -148,7 +151,9 @@ def parse_engine_options(raw: Mapping[str, Any] | None) -> dict[str, Any]:
         )
     settings: dict[str, Any] = {}
     for name, (kind, default, low, high) in ENGINE_SETTINGS.items():
-        value = raw.get(name, default)
+        value = raw.get(name)
+        if value is None:
+            value = default
         if value is None:
             settings[name] = None
             continue
@@ -160,10 +165,14 @@ def parse_engine_options(raw: Mapping[str, Any] | None) -> dict[str, Any]:
                 )
             settings[name] = value
             continue
-        number_ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        number_ok = (
+            isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and low <= value <= high  # also False for NaN
+        )
         if kind is int and number_ok and float(value) != int(value):
             number_ok = False
-        if not number_ok or not math.isfinite(value) or not low <= value <= high:
+        if not number_ok:
             raise HfFdwError(
                 f"engine option {name} must be a number from {low} to {high}",
                 detail=f"got {value!r}",
@@ -257,10 +266,11 @@ def parse_model(options: Mapping[str, str], columns: Mapping[str, Any]) -> Model
         )
     task = get_task(task_name)
 
-    model = options.get("model") or task.default_model
+    # A model's own endpoint serves whatever model it serves: no default then.
     endpoint = options.get("endpoint")
     if endpoint:
         endpoint = check_endpoint(endpoint, "endpoint")
+    model = options.get("model") or (None if endpoint else task.default_model)
     if not model and not endpoint:
         raise HfFdwError(
             f"task {task.name} has no default model",
@@ -312,7 +322,7 @@ def parse_model(options: Mapping[str, str], columns: Mapping[str, Any]) -> Model
         )
     type_name = _column_type(columns, target)
     accepted = _VALUE_TYPES[task.value_type]
-    if not type_name.startswith(accepted):
+    if re.sub(r"\(.*?\)", "", type_name).strip() not in accepted:
         raise HfFdwError(
             f"column {target!r} has type {type_name}, but task {task.name} "
             f"gives {task.value_type}",
@@ -356,7 +366,7 @@ def parse_engine(
     environ = os.environ if environ is None else environ
     endpoint = check_endpoint(
         options.get("engine_endpoint") or ROUTER_URL, "engine endpoint"
-    )
+    ).rstrip("/")
     settings = parse_engine_options(_json_object(options, "engine_options"))
 
     api_key = options.get("api_key") or None

@@ -126,7 +126,15 @@ class Predictor:
                 hint="the model could not serve this input; check the model's "
                 "task and parameters",
             )
-        return self.model.spec.read_answer(answer, inputs, self.model)
+        try:
+            return self.model.spec.read_answer(answer, inputs, self.model)
+        except HfFdwError as exc:
+            # An unreadable answer is quoted in the detail: an endpoint that
+            # echoes the request headers must not put the key in an error.
+            if exc.detail:
+                detail = self.client.scrub(exc.detail)
+                exc.detail = detail if len(detail) <= 300 else detail[:300] + "..."
+            raise
 
     def predict(self, batch: Sequence[Inputs]) -> list[Any]:
         """Predict every tuple; NULL inputs give NULL, repeats are asked once."""

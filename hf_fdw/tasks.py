@@ -45,8 +45,8 @@ class AnswerError(HfFdwError):
 
 def _unexpected(task: str, answer: Any, expected: str) -> AnswerError:
     shown = repr(answer)
-    if len(shown) > 300:
-        shown = shown[:300] + "..."
+    if len(shown) > 4000:  # cut again, once scrubbed of the key (predict.py)
+        shown = shown[:4000] + "..."
     return AnswerError(
         f"unexpected answer for task {task}",
         detail=f"expected {expected}, got: {shown}",
@@ -121,6 +121,10 @@ KNOWN_CLASSES: dict[str, tuple[str, ...]] = {
         "POSITIVE",
     ),
 }
+# The same model under its pre-namespace id, as MindsDB's settings name it.
+KNOWN_CLASSES["distilbert-base-uncased-finetuned-sst-2-english"] = KNOWN_CLASSES[
+    "distilbert/distilbert-base-uncased-finetuned-sst-2-english"
+]
 
 
 def rename_label(label: str, model: ModelSettings) -> str:

@@ -119,7 +119,7 @@ BEGIN
                   HINT = 'use the router, https://router.huggingface.co/hf-inference '
                       || '(the default when no endpoint is given)';
     END IF;
-    RETURN rtrim(url, '/');
+    RETURN btrim(url);
 END;
 $$;
 
@@ -193,9 +193,9 @@ BEGIN
                   HINT = format('drop it first: SELECT hf_fdw.drop_engine(%L)', name);
     END IF;
 
-    base := hf_fdw._check_endpoint(
+    base := rtrim(hf_fdw._check_endpoint(
         coalesce(endpoint, 'https://router.huggingface.co/hf-inference'),
-        'engine endpoint');
+        'engine endpoint'), '/');
 
     options := coalesce(options, '{}');
     IF jsonb_typeof(options) <> 'object' THEN
@@ -316,6 +316,7 @@ DECLARE
     arg text;
     col text;
     rel regclass;
+    chosen_model text;
     model_row hf_fdw.models;
 BEGIN
     IF target_schema IS NULL THEN
@@ -423,9 +424,12 @@ BEGIN
     table_options := table_options
         || format('task %L', task)
         || format('target_column %L', predict);
-    IF coalesce(model_name, spec.default_model) IS NOT NULL THEN
-        table_options := table_options
-            || format('model %L', coalesce(model_name, spec.default_model));
+    -- A model's own endpoint serves whatever model it serves: no default then.
+    chosen_model := CASE WHEN model_name IS NOT NULL THEN model_name
+                         WHEN endpoint IS NOT NULL THEN NULL
+                         ELSE spec.default_model END;
+    IF chosen_model IS NOT NULL THEN
+        table_options := table_options || format('model %L', chosen_model);
     END IF;
     IF endpoint IS NOT NULL THEN
         table_options := table_options || format('endpoint %L', endpoint);
@@ -450,7 +454,7 @@ BEGIN
     rel := format('%I.%I', target_schema, name)::regclass;
 
     model_row := ROW(name, rel, engine, task,
-                     coalesce(model_name, spec.default_model), predict,
+                     chosen_model, predict,
                      input_column, context_column, input_column2,
                      candidate_labels, labels, endpoint, options, parameters,
                      session_user, now());
@@ -533,7 +537,10 @@ BEGIN
         ('task', m.task),
         ('model_name', m.model_name),
         ('endpoint', coalesce(m.endpoint,
-                              e.endpoint || '/models/' || m.model_name)),
+                              e.endpoint || '/models/' || m.model_name)
+                     || CASE WHEN m.endpoint IS NULL AND m.task IN
+                                  ('sentence-similarity', 'feature-extraction')
+                             THEN '/pipeline/' || m.task ELSE '' END),
         ('input_column', m.input_column),
         ('context_column', m.context_column),
         ('input_column2', m.input_column2),
