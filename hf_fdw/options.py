@@ -40,6 +40,12 @@ TABLE_OPTIONS = (
     "labels",
     "parameters",
     "options",
+    # Per-model overrides of the engine's settings:
+    "timeout",
+    "max_retries",
+    "concurrency",
+    "max_requests",
+    "on_error",
 )
 
 # Which option names the column of each input role.
@@ -51,13 +57,18 @@ ROLE_OPTIONS = {
     "sentence": "input_column2",
 }
 
-# Engine settings given as create_engine(options => '{...}'): default, bounds.
+# Engine settings given as create_engine(options => '{...}'): kind, default,
+# bounds (numbers) or allowed values (words). All but api_key_env can also be
+# set per model, as foreign table options, which win over the engine's.
 ENGINE_SETTINGS: dict[str, tuple[type, Any, Any, Any]] = {
     "timeout": (float, 30.0, 0.1, 600.0),
     "max_retries": (int, 3, 0, 10),
     "concurrency": (int, 4, 1, 64),
+    "max_requests": (int, 10_000, 1, 100_000_000),
+    "on_error": (str, "raise", ("raise", "null"), None),
     "api_key_env": (str, None, None, None),
 }
+MODEL_SETTINGS = ("timeout", "max_retries", "concurrency", "max_requests", "on_error")
 
 _VALUE_TYPES = {
     "text": ("text", "character varying", "character", "varchar", "name"),
@@ -132,6 +143,8 @@ class EngineSettings:
     timeout: float
     max_retries: int
     concurrency: int
+    max_requests: int = 10_000
+    on_error: str = "raise"
     api_key: str | None = field(default=None, repr=False)
 
     @property
@@ -140,14 +153,16 @@ class EngineSettings:
         return host == "huggingface.co" or host.endswith(".huggingface.co")
 
 
-def parse_engine_options(raw: Mapping[str, Any] | None) -> dict[str, Any]:
+def parse_engine_options(
+    raw: Mapping[str, Any] | None, what: str = "engine option"
+) -> dict[str, Any]:
     """Check an engine's ``options`` object and fill in the defaults."""
     raw = dict(raw or {})
     unknown = sorted(set(raw) - set(ENGINE_SETTINGS))
     if unknown:
         raise HfFdwError(
-            "unknown engine option " + ", ".join(repr(u) for u in unknown),
-            hint="engine options are: " + ", ".join(ENGINE_SETTINGS),
+            f"unknown {what} " + ", ".join(repr(u) for u in unknown),
+            hint=f"{what}s are: " + ", ".join(ENGINE_SETTINGS),
         )
     settings: dict[str, Any] = {}
     for name, (kind, default, low, high) in ENGINE_SETTINGS.items():
@@ -157,10 +172,18 @@ def parse_engine_options(raw: Mapping[str, Any] | None) -> dict[str, Any]:
         if value is None:
             settings[name] = None
             continue
+        if kind is str and isinstance(low, tuple):
+            if value not in low:
+                raise HfFdwError(
+                    f"{what} {name} must be one of: " + ", ".join(low),
+                    detail=f"got {value!r}",
+                )
+            settings[name] = value
+            continue
         if kind is str:
             if not isinstance(value, str) or not _ENV_NAME.fullmatch(value):
                 raise HfFdwError(
-                    f"engine option {name} must name an environment variable",
+                    f"{what} {name} must name an environment variable",
                     detail=f"got {value!r}",
                 )
             settings[name] = value
@@ -174,7 +197,7 @@ def parse_engine_options(raw: Mapping[str, Any] | None) -> dict[str, Any]:
             number_ok = False
         if not number_ok:
             raise HfFdwError(
-                f"engine option {name} must be a number from {low} to {high}",
+                f"{what} {name} must be a number from {low} to {high}",
                 detail=f"got {value!r}",
             )
         settings[name] = kind(value)
@@ -368,6 +391,10 @@ def parse_engine(
         options.get("engine_endpoint") or ROUTER_URL, "engine endpoint"
     ).rstrip("/")
     settings = parse_engine_options(_json_object(options, "engine_options"))
+    overrides = _model_overrides(options)
+    if overrides:
+        model_settings = parse_engine_options(overrides, "option")
+        settings.update({name: model_settings[name] for name in overrides})
 
     api_key = options.get("api_key") or None
     if api_key is None and settings["api_key_env"]:
@@ -378,8 +405,31 @@ def parse_engine(
         timeout=settings["timeout"],
         max_retries=settings["max_retries"],
         concurrency=settings["concurrency"],
+        max_requests=settings["max_requests"],
+        on_error=settings["on_error"],
         api_key=api_key,
     )
+
+
+def _model_overrides(options: Mapping[str, str]) -> dict[str, Any]:
+    """The engine settings a foreign table overrides, read from their text."""
+    overrides: dict[str, Any] = {}
+    for name in MODEL_SETTINGS:
+        text = options.get(name)
+        if text is None:
+            continue
+        kind = ENGINE_SETTINGS[name][0]
+        if kind is str:
+            overrides[name] = text
+            continue
+        try:
+            overrides[name] = kind(text)
+        except ValueError:
+            raise HfFdwError(
+                f"option {name} must be a number",
+                detail=f"got {text!r}",
+            ) from None
+    return overrides
 
 
 def request_url(engine: EngineSettings, model: ModelSettings) -> str:

@@ -501,8 +501,50 @@ class TestEngineOptions:
             "timeout": 30.0,
             "max_retries": 3,
             "concurrency": 4,
+            "max_requests": 10_000,
+            "on_error": "raise",
             "api_key_env": None,
         }
+
+    def test_on_error_words(self) -> None:
+        assert parse_engine_options({"on_error": "null"})["on_error"] == "null"
+        error = error_of(parse_engine_options, {"on_error": "ignore"})
+        assert error.message == "engine option on_error must be one of: raise, null"
+
+
+class TestModelOverrides:
+    """A foreign table's own settings win over its engine's."""
+
+    def test_table_options_override_the_engine(self) -> None:
+        engine = parse_engine(
+            {
+                "engine_options": '{"timeout": 5, "max_requests": 50}',
+                "timeout": "2.5",
+                "on_error": "null",
+            },
+            environ={},
+        )
+        assert (engine.timeout, engine.max_requests, engine.on_error) == (
+            2.5, 50, "null"
+        )
+
+    @pytest.mark.parametrize(
+        ("options", "message"),
+        [
+            ({"max_retries": "lots"}, "option max_retries must be a number"),
+            ({"concurrency": "0"}, "option concurrency must be a number from 1 to 64"),
+            ({"on_error": "skip"}, "option on_error must be one of: raise, null"),
+        ],
+    )
+    def test_bad_overrides(self, options: dict[str, str], message: str) -> None:
+        error = error_of(parse_engine, options, environ={})
+        assert error.message == message
+
+    def test_overrides_are_table_options(self) -> None:
+        model = parse_model(
+            {"task": "fill-mask", "max_requests": "3", "on_error": "null"}, TEXT_TABLE
+        )
+        assert model.task == "fill-mask"
 
     def test_unknown_option(self) -> None:
         error = error_of(parse_engine_options, {"retries": 2})
