@@ -81,18 +81,37 @@ def _hint(status: int, engine: EngineSettings, model_id: str | None) -> str | No
     return None
 
 
+class Stopped(Exception):
+    """The statement that asked for this request was cancelled."""
+
+
 class InferenceClient:
     """Posts bodies to one engine's endpoints, with bounded retries."""
 
     def __init__(
         self,
         engine: EngineSettings,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
     ) -> None:
         self.engine = engine
         self._sleep = sleep
         self._local = threading.local()
+        self._count_lock = threading.Lock()
         self.requests_sent = 0
+        self.retries = 0
+
+    def _wait(self, seconds: float, stop: threading.Event | None) -> None:
+        """Sleep before a retry; a stop request ends the wait at once."""
+        with self._count_lock:
+            self.retries += 1
+        if self._sleep is not None:
+            self._sleep(seconds)
+        elif stop is not None:
+            stop.wait(seconds)
+        else:
+            time.sleep(seconds)
+        if stop is not None and stop.is_set():
+            raise Stopped()
 
     def _session(self) -> requests.Session:
         session = getattr(self._local, "session", None)
@@ -112,14 +131,27 @@ class InferenceClient:
             text = text.replace(key, "<api key>")
         return text
 
-    def post(self, url: str, body: Any, model_id: str | None = None) -> Any:
-        """POST ``body`` as JSON and return the decoded answer."""
+    def post(
+        self,
+        url: str,
+        body: Any,
+        model_id: str | None = None,
+        stop: threading.Event | None = None,
+    ) -> Any:
+        """POST ``body`` as JSON and return the decoded answer.
+
+        ``stop``, when set by the caller (a cancelled statement), ends the
+        retries: no new attempt starts and a backoff wait is cut short.
+        """
         host = urlsplit(url).netloc
         attempt = 0
         while True:
             attempt += 1
+            if stop is not None and stop.is_set():
+                raise Stopped()
             try:
-                self.requests_sent += 1
+                with self._count_lock:
+                    self.requests_sent += 1
                 response = self._session().post(
                     url,
                     data=json.dumps(body),
@@ -141,7 +173,7 @@ class InferenceClient:
 
             if response is None:
                 if attempt <= self.engine.max_retries:
-                    self._sleep(self._backoff(attempt, None))
+                    self._wait(self._backoff(attempt, None), stop)
                     continue
                 raise HfFdwError(
                     f"inference request to {host} failed",
@@ -162,7 +194,7 @@ class InferenceClient:
                 delay = self._backoff(attempt, response)
                 log.debug("HTTP %s from %s, retry in %.1f s", response.status_code,
                           host, delay)
-                self._sleep(delay)
+                self._wait(delay, stop)
                 continue
             raise HfFdwError(
                 f"inference endpoint {host} answered HTTP {response.status_code}",

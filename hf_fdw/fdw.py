@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from multicorn import ForeignDataWrapper
-from multicorn.utils import DEBUG, log_to_postgres
+from multicorn.utils import DEBUG, INFO, WARNING, log_to_postgres
 
 from hf_fdw.errors import HfFdwError
 from hf_fdw.options import parse_engine, parse_model, request_url
@@ -25,7 +25,7 @@ UNBOUNDED_ROWS = 10_000_000
 
 
 class _PostgresLogHandler(logging.Handler):
-    """Send the core's debug lines to the server log as DEBUG1.
+    """Send the core's log lines to PostgreSQL: DEBUG1, or INFO when verbose.
 
     PostgreSQL's logging is not thread-safe: lines logged by the request pool's
     worker threads are dropped rather than reported from the wrong thread.
@@ -34,8 +34,9 @@ class _PostgresLogHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         if threading.current_thread() is not threading.main_thread():
             return
+        level = INFO if record.levelno >= logging.INFO else DEBUG
         try:
-            log_to_postgres(self.format(record), DEBUG)
+            log_to_postgres(self.format(record), level)
         except Exception:  # logging must never break a query
             pass
 
@@ -74,13 +75,38 @@ class HuggingFaceFDW(ForeignDataWrapper):
     ) -> Iterator[dict[str, Any]]:
         return iter(list(self.predictor.rows(quals)))
 
+    def end_scan(self) -> None:
+        # One summary per statement scan, however many rescans a join made.
+        failures = self.predictor.take_failures()
+        if failures:
+            first = failures[0]
+            log_to_postgres(
+                f"hf_fdw: {len(failures)} prediction(s) failed and were set to "
+                "NULL (on_error 'null')",
+                WARNING,
+                detail=f"first failure: {first.message}"
+                + (f": {first.detail}" if first.detail else ""),
+            )
+
     def explain(self, quals: list[Any], columns: Any, sortkeys: Any = None,
                 verbose: bool = False, **kwargs: Any) -> list[str]:
         host = urlsplit(request_url(self.engine, self.model)).netloc
-        return [
+        lines = [
             f"hf_fdw: task {self.model.task}, model {self.model.model or '-'}, "
             f"endpoint {host}"
         ]
+        try:
+            batch = inputs_from_quals(quals, self.model.input_columns)
+        except HfFdwError:
+            batch = None
+        if batch is not None and all(
+            isinstance(value, (str, type(None))) for inputs in batch for value in inputs
+        ):
+            count, cached = self.predictor.plan(batch)
+            lines.append(f"hf_fdw: {count} input(s) to send, {cached} already cached")
+        else:
+            lines.append("hf_fdw: one request per distinct input from the join")
+        return lines
 
     def begin(self, serializable: Any) -> None:
         self.predictor.forget()
@@ -90,3 +116,4 @@ class HuggingFaceFDW(ForeignDataWrapper):
 
     def rollback(self) -> None:
         self.predictor.forget()
+        self.predictor.take_failures()

@@ -46,6 +46,8 @@ TABLE_OPTIONS = (
     "concurrency",
     "max_requests",
     "on_error",
+    "cache_ttl",
+    "verbose",
 )
 
 # Which option names the column of each input role.
@@ -66,9 +68,21 @@ ENGINE_SETTINGS: dict[str, tuple[type, Any, Any, Any]] = {
     "concurrency": (int, 4, 1, 64),
     "max_requests": (int, 10_000, 1, 100_000_000),
     "on_error": (str, "raise", ("raise", "null"), None),
+    # None: the task's default (600 s; 0, the transaction only, for
+    # text-generation, whose answers may differ each time).
+    "cache_ttl": (float, None, 0.0, 604_800.0),
+    "verbose": (bool, False, None, None),
     "api_key_env": (str, None, None, None),
 }
-MODEL_SETTINGS = ("timeout", "max_retries", "concurrency", "max_requests", "on_error")
+MODEL_SETTINGS = (
+    "timeout",
+    "max_retries",
+    "concurrency",
+    "max_requests",
+    "on_error",
+    "cache_ttl",
+    "verbose",
+)
 
 _VALUE_TYPES = {
     "text": ("text", "character varying", "character", "varchar", "name"),
@@ -145,6 +159,8 @@ class EngineSettings:
     concurrency: int
     max_requests: int = 10_000
     on_error: str = "raise"
+    cache_ttl: float | None = None
+    verbose: bool = False
     api_key: str | None = field(default=None, repr=False)
 
     @property
@@ -177,6 +193,13 @@ def parse_engine_options(
                 raise HfFdwError(
                     f"{what} {name} must be one of: " + ", ".join(low),
                     detail=f"got {value!r}",
+                )
+            settings[name] = value
+            continue
+        if kind is bool:
+            if not isinstance(value, bool):
+                raise HfFdwError(
+                    f"{what} {name} must be true or false", detail=f"got {value!r}"
                 )
             settings[name] = value
             continue
@@ -407,6 +430,8 @@ def parse_engine(
         concurrency=settings["concurrency"],
         max_requests=settings["max_requests"],
         on_error=settings["on_error"],
+        cache_ttl=settings["cache_ttl"],
+        verbose=settings["verbose"],
         api_key=api_key,
     )
 
@@ -421,6 +446,13 @@ def _model_overrides(options: Mapping[str, str]) -> dict[str, Any]:
         kind = ENGINE_SETTINGS[name][0]
         if kind is str:
             overrides[name] = text
+            continue
+        if kind is bool:
+            if text.lower() not in ("true", "false", "on", "off"):
+                raise HfFdwError(
+                    f"option {name} must be true or false", detail=f"got {text!r}"
+                )
+            overrides[name] = text.lower() in ("true", "on")
             continue
         try:
             overrides[name] = kind(text)

@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import itertools
 import logging
+import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from typing import Any, Protocol
 
+from hf_fdw import cache, interrupts
+from hf_fdw.cache import AnswerCache
 from hf_fdw.client import InferenceClient
 from hf_fdw.errors import HfFdwError
 from hf_fdw.options import EngineSettings, ModelSettings, request_url
@@ -83,6 +88,23 @@ def inputs_from_quals(
     return list(itertools.product(*(wanted[c] for c in input_columns)))
 
 
+@dataclass
+class Usage:
+    """What one model cost in this backend: readable from SQL."""
+
+    requests: int = 0
+    retries: int = 0
+    cache_hits: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+
+
+# Per backend, keyed by (engine, model id, task).
+USAGE: dict[tuple[str, str, str], Usage] = {}
+
+POLL_SECONDS = 0.1
+
+
 class Predictor:
     """Turns input tuples into prediction values for one model."""
 
@@ -91,16 +113,33 @@ class Predictor:
         engine: EngineSettings,
         model: ModelSettings,
         client: InferenceClient | None = None,
+        answers: AnswerCache | None = None,
     ) -> None:
         self.engine = engine
         self.model = model
         self.client = client or InferenceClient(engine)
         self.url = request_url(engine, model)
+        self.cache = cache.shared if answers is None else answers
+        self.cache_ttl = (
+            engine.cache_ttl
+            if engine.cache_ttl is not None
+            else model.spec.default_cache_ttl
+        )
+        self._model_key = cache.model_key(
+            self.url, model.model, model.task, model.parameters, model.options,
+            model.labels, model.candidate_labels,
+        )
+        self.usage = USAGE.setdefault(
+            (engine.name, model.model or self.url, model.task), Usage()
+        )
+        self.failures: list[HfFdwError] = []
         self._memo: OrderedDict[Inputs, Any] = OrderedDict()
         self._pool: ThreadPoolExecutor | None = None
+        self._statement: int | None = None
+        self._sent_in_statement = 0
 
     def forget(self) -> None:
-        """Drop remembered answers (at the end of each transaction)."""
+        """Drop the transaction's answers (at the end of each transaction)."""
         self._memo.clear()
 
     def check_credentials(self) -> None:
@@ -114,10 +153,10 @@ class Predictor:
                 "endpoint => 'http://127.0.0.1:8080'",
             )
 
-    def predict_one(self, inputs: Inputs) -> Any:
+    def predict_one(self, inputs: Inputs, stop: threading.Event | None = None) -> Any:
         """Ask the endpoint for one input tuple and read its answer."""
         body = self.model.spec.build_body(inputs, self.model)
-        answer = self.client.post(self.url, body, self.model.model)
+        answer = self.client.post(self.url, body, self.model.model, stop)
         words = error_in_answer(answer)
         if words is not None:
             raise AnswerError(
@@ -137,7 +176,13 @@ class Predictor:
             raise
 
     def predict(self, batch: Sequence[Inputs]) -> list[Any]:
-        """Predict every tuple; NULL inputs give NULL, repeats are asked once."""
+        """Predict every tuple; NULL inputs give NULL, repeats are asked once.
+
+        Answers come from the transaction's memo, then the backend's cache,
+        then the endpoint, with up to ``concurrency`` requests in flight. The
+        wait is watched for PostgreSQL's cancel flags, so a statement timeout
+        or a cancel ends it within about ``POLL_SECONDS``.
+        """
         found: dict[Inputs, Any] = {}
         todo: list[Inputs] = []
         for inputs in dict.fromkeys(batch):
@@ -145,19 +190,40 @@ class Predictor:
                 continue
             if inputs in self._memo:
                 found[inputs] = self._memo[inputs]
+                continue
+            cached = self.cache.get((self._model_key, inputs))
+            if cached is not cache.MISSING:
+                self.usage.cache_hits += 1
+                found[inputs] = cached
+                self._remember(inputs, cached)
             else:
                 todo.append(inputs)
 
         if todo:
             self.check_credentials()
-            log.debug("hf_fdw: %d request(s) to %s", len(todo), self.url)
-            if len(todo) == 1 or self.engine.concurrency == 1:
-                answers = [self.predict_one(inputs) for inputs in todo]
-            else:
-                answers = list(self._executor().map(self.predict_one, todo))
+            self._count_against_cap(len(todo))
+            started = time.monotonic()
+            retries_before = self.client.retries
+            sent_before = self.client.requests_sent
+            try:
+                answers = self._ask(todo)
+            finally:
+                self.usage.seconds += time.monotonic() - started
+                self.usage.retries += self.client.retries - retries_before
+                self.usage.requests += self.client.requests_sent - sent_before
+            if self.engine.verbose:
+                log.info(
+                    "hf_fdw: %d request(s) to %s in %.3f s, %d from cache",
+                    len(todo), self.url, time.monotonic() - started,
+                    len(found),
+                )
             for inputs, answer in zip(todo, answers):
                 found[inputs] = answer
+                if answer is _FAILED:
+                    found[inputs] = None
+                    continue
                 self._remember(inputs, answer)
+                self.cache.put((self._model_key, inputs), answer, self.cache_ttl)
 
         return [None if None in inputs else found[inputs] for inputs in batch]
 
@@ -168,6 +234,92 @@ class Predictor:
             row = dict(zip(self.model.input_columns, inputs))
             row[self.model.target_column] = value
             yield row
+
+    def _ask(self, todo: list[Inputs]) -> list[Any]:
+        """Send the requests in the pool while watching for a cancel."""
+        stop = threading.Event()
+        pool = self._executor()
+        futures = [pool.submit(self.predict_one, inputs, stop) for inputs in todo]
+        try:
+            while True:
+                done, waiting = wait(
+                    futures, timeout=POLL_SECONDS, return_when=FIRST_EXCEPTION
+                )
+                reason = interrupts.pending()
+                if reason:
+                    raise HfFdwError(
+                        reason,
+                        detail="hf_fdw stopped waiting for the inference endpoint",
+                    )
+                if self.engine.on_error == "raise":
+                    failed = [f for f in futures if f.done() and f.exception()]
+                    if failed:
+                        raise self._user_error(failed[0].exception())
+                if not waiting:
+                    break
+        except BaseException:
+            stop.set()
+            for future in futures:
+                future.cancel()
+            if any(not future.done() for future in futures):
+                # Requests still in flight end on their own (the engine's
+                # timeout); the next statement gets a fresh pool.
+                pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = None
+            raise
+
+        answers = []
+        for future in futures:
+            error = future.exception()
+            if error is None:
+                answers.append(future.result())
+                continue
+            error = self._user_error(error)
+            self.usage.errors += 1
+            self.failures.append(error)
+            answers.append(_FAILED)
+        return answers
+
+    def _user_error(self, error: BaseException | None) -> HfFdwError:
+        if isinstance(error, HfFdwError):
+            return error
+        return HfFdwError(
+            "hf_fdw failed while asking the inference endpoint",
+            detail=self.client.scrub(f"{type(error).__name__}: {error}")[:300],
+        )
+
+    def _count_against_cap(self, count: int) -> None:
+        """Refuse a statement that would send more than ``max_requests``."""
+        statement = interrupts.statement_id()
+        if statement is None or statement != self._statement:
+            self._statement = statement
+            self._sent_in_statement = 0
+        if self._sent_in_statement + count > self.engine.max_requests:
+            raise HfFdwError(
+                f"this statement would send more than {self.engine.max_requests} "
+                f"requests to model {self.model.model or self.url}",
+                detail=f"{self._sent_in_statement} sent so far, {count} more needed",
+                hint="ask for fewer rows, or raise the cap: ALTER FOREIGN TABLE "
+                "... OPTIONS (ADD max_requests '100000'), or the engine option "
+                "max_requests",
+            )
+        self._sent_in_statement += count
+
+    def plan(self, batch: Sequence[Inputs]) -> tuple[int, int]:
+        """How many distinct non-NULL inputs a batch has, and how many are cached."""
+        distinct = [inputs for inputs in dict.fromkeys(batch) if None not in inputs]
+        cached = sum(
+            1
+            for inputs in distinct
+            if inputs in self._memo
+            or self.cache.get((self._model_key, inputs)) is not cache.MISSING
+        )
+        return len(distinct), cached
+
+    def take_failures(self) -> list[HfFdwError]:
+        """The errors that on_error => null turned into NULLs, once."""
+        failures, self.failures = self.failures, []
+        return failures
 
     def _remember(self, inputs: Inputs, answer: Any) -> None:
         self._memo[inputs] = answer
@@ -181,3 +333,6 @@ class Predictor:
                 max_workers=self.engine.concurrency, thread_name_prefix="hf_fdw"
             )
         return self._pool
+
+
+_FAILED = object()

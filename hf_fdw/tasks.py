@@ -37,6 +37,9 @@ class Task:
     build_body: Callable[[Inputs, ModelSettings], dict[str, Any]]
     read_answer: Callable[[Any, Inputs, ModelSettings], Any]
     pipeline: str | None = None
+    # How long answers are cached when the model says nothing (cache_ttl):
+    # 0 keeps them for the transaction only.
+    default_cache_ttl: float = 600.0
 
 
 class AnswerError(HfFdwError):
@@ -348,6 +351,7 @@ TASKS: dict[str, Task] = {
             None,
             _text_body,
             _read_generation,
+            default_cache_ttl=0.0,
         ),
         Task(
             "fill-mask",

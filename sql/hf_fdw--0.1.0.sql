@@ -206,12 +206,13 @@ BEGIN
     END IF;
     SELECT string_agg(k, ', ') INTO unknown
     FROM jsonb_object_keys(options) AS k
-    WHERE k NOT IN ('timeout', 'max_retries', 'concurrency', 'api_key_env');
+    WHERE k NOT IN ('timeout', 'max_retries', 'concurrency', 'max_requests',
+                    'on_error', 'cache_ttl', 'verbose', 'api_key_env');
     IF unknown IS NOT NULL THEN
         RAISE EXCEPTION 'unknown engine option: %', unknown
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'engine options are: timeout, max_retries, concurrency, '
-                      || 'api_key_env';
+                      || 'max_requests, on_error, cache_ttl, verbose, api_key_env';
     END IF;
 
     EXECUTE format(

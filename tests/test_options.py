@@ -503,6 +503,8 @@ class TestEngineOptions:
             "concurrency": 4,
             "max_requests": 10_000,
             "on_error": "raise",
+            "cache_ttl": None,
+            "verbose": False,
             "api_key_env": None,
         }
 

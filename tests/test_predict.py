@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from types import SimpleNamespace
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -308,14 +309,46 @@ class TestRequests:
         assert len(endpoint.requests) == 10
 
     def test_answers_are_remembered_until_forget(self, endpoint: Any) -> None:
+        """With no cache (cache_ttl 0) answers last for the transaction."""
         endpoint.respond(SPAM, spam_classifier)
-        predictor = Predictor(engine_for(endpoint.url), spam_model())
+        predictor = Predictor(engine_for(endpoint.url, cache_ttl=0.0), spam_model())
         assert predictor.predict([("free",)]) == ["ham"]
         assert predictor.predict([("free",)]) == ["ham"]
         assert len(endpoint.requests) == 1
         predictor.forget()
         assert predictor.predict([("free",)]) == ["ham"]
         assert len(endpoint.requests) == 2
+
+    def test_cache_outlives_the_transaction(self, endpoint: Any) -> None:
+        endpoint.respond(SPAM, spam_classifier)
+        predictor = Predictor(engine_for(endpoint.url), spam_model())
+        assert predictor.cache_ttl == 600.0
+        assert predictor.predict([("win free",)]) == ["spam"]
+        predictor.forget()
+        assert predictor.predict([("win free",)]) == ["spam"]
+        assert len(endpoint.requests) == 1
+        assert predictor.usage.cache_hits == 1
+
+    def test_changed_parameters_are_not_served_from_cache(
+        self, endpoint: Any
+    ) -> None:
+        endpoint.respond(SPAM, spam_classifier)
+        plain = Predictor(engine_for(endpoint.url), spam_model())
+        tuned = Predictor(
+            engine_for(endpoint.url),
+            replace(spam_model(), parameters={"top_k": 2}),
+        )
+        relabelled = Predictor(
+            engine_for(endpoint.url), replace(spam_model(), labels=["ok", "junk"])
+        )
+        assert plain.predict([("win free",)]) == ["spam"]
+        assert tuned.predict([("win free",)]) == ["spam"]
+        assert relabelled.predict([("win free",)]) == ["junk"]
+        assert [r.json for r in endpoint.requests] == [
+            {"inputs": "win free"},
+            {"inputs": "win free", "parameters": {"top_k": 2}},
+            {"inputs": "win free"},
+        ]
 
     def test_concurrent_requests_keep_the_order(self, endpoint: Any) -> None:
         def slow_first(body: Any) -> Reply:
