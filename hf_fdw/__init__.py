@@ -9,12 +9,12 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["HuggingFaceFDW", "__version__"]
+__all__ = ["BackendStateFDW", "HuggingFaceFDW", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
-    if name == "HuggingFaceFDW":
-        from hf_fdw.fdw import HuggingFaceFDW
+    if name in ("HuggingFaceFDW", "BackendStateFDW"):
+        from hf_fdw import fdw
 
-        return HuggingFaceFDW
+        return getattr(fdw, name)
     raise AttributeError(f"module 'hf_fdw' has no attribute {name!r}")

@@ -16,9 +16,10 @@ from urllib.parse import urlsplit
 from multicorn import ForeignDataWrapper
 from multicorn.utils import DEBUG, INFO, WARNING, log_to_postgres
 
+from hf_fdw import cache
 from hf_fdw.errors import HfFdwError
 from hf_fdw.options import parse_engine, parse_model, request_url
-from hf_fdw.predict import Predictor, inputs_from_quals
+from hf_fdw.predict import USAGE, Predictor, inputs_from_quals
 
 
 UNBOUNDED_ROWS = 10_000_000
@@ -117,3 +118,52 @@ class HuggingFaceFDW(ForeignDataWrapper):
     def rollback(self) -> None:
         self.predictor.forget()
         self.predictor.take_failures()
+
+
+class BackendStateFDW(ForeignDataWrapper):
+    """hf_fdw's own state in this backend, as the tables hf_fdw.usage and
+    hf_fdw._cache (the latter behind hf_fdw.clear_cache() and hf_fdw.cache)."""
+
+    def __init__(self, options: Mapping[str, str], columns: Mapping[str, Any]) -> None:
+        super().__init__(options, columns)
+        self.view = options.get("view")
+        if self.view not in ("usage", "cache"):
+            raise HfFdwError(
+                "option view must be 'usage' or 'cache'",
+                detail=f"got {self.view!r}",
+            )
+
+    def get_rel_size(self, quals: list[Any], columns: list[str]) -> tuple[int, int]:
+        return (10, 64)
+
+    def execute(
+        self, quals: list[Any], columns: Any, sortkeys: Any = None, **kwargs: Any
+    ) -> Iterator[dict[str, Any]]:
+        if self.view == "usage":
+            return iter(
+                [
+                    {
+                        "engine": engine,
+                        "model": model,
+                        "task": task,
+                        "requests": usage.requests,
+                        "retries": usage.retries,
+                        "cache_hits": usage.cache_hits,
+                        "errors": usage.errors,
+                        "seconds": round(usage.seconds, 6),
+                    }
+                    for (engine, model, task), usage in sorted(USAGE.items())
+                ]
+            )
+        action = next(
+            (q.value for q in quals if q.field_name == "action" and q.operator == "="),
+            "status",
+        )
+        entries, size = len(cache.shared), cache.shared.bytes
+        if action == "clear":
+            cache.shared.clear()
+        elif action != "status":
+            raise HfFdwError(
+                f"unknown cache action {action!r}", hint="use status or clear"
+            )
+        return iter([{"action": action, "entries": entries, "bytes": size}])
