@@ -20,6 +20,7 @@ import requests
 
 from hf_fdw.errors import HfFdwError
 from hf_fdw.options import ROUTER_URL, EngineSettings
+from hf_fdw.tasks import RawBody
 
 log = logging.getLogger("hf_fdw")
 
@@ -149,13 +150,17 @@ class InferenceClient:
             attempt += 1
             if stop is not None and stop.is_set():
                 raise Stopped()
+            if isinstance(body, RawBody):
+                data, content_type = body.data, body.mime
+            else:
+                data, content_type = json.dumps(body).encode(), "application/json"
             try:
                 with self._count_lock:
                     self.requests_sent += 1
                 response = self._session().post(
                     url,
-                    data=json.dumps(body),
-                    headers={"Content-Type": "application/json"},
+                    data=data,
+                    headers={"Content-Type": content_type},
                     timeout=(min(10.0, self.engine.timeout), self.engine.timeout),
                 )
             except requests.Timeout:

@@ -101,7 +101,9 @@ class HuggingFaceFDW(ForeignDataWrapper):
         except HfFdwError:
             batch = None
         if batch is not None and all(
-            isinstance(value, (str, type(None))) for inputs in batch for value in inputs
+            isinstance(value, (str, bytes, type(None)))
+            for inputs in batch
+            for value in inputs
         ):
             count, cached = self.predictor.plan(batch)
             lines.append(f"hf_fdw: {count} input(s) to send, {cached} already cached")

@@ -48,6 +48,7 @@ TABLE_OPTIONS = (
     "on_error",
     "cache_ttl",
     "verbose",
+    "max_media_bytes",
 )
 
 # Which option names the column of each input role.
@@ -57,6 +58,23 @@ ROLE_OPTIONS = {
     "source": "input_column",
     "context": "context_column",
     "sentence": "input_column2",
+    "media": "input_column",
+}
+
+# What an input column may be: text for text tasks; for image and audio the
+# file's bytes (bytea) or an http(s) URL (text).
+_INPUT_TYPES = {
+    False: ("text", "character varying", "character", "varchar", "name"),
+    True: ("bytea", "text", "character varying", "varchar"),
+}
+
+# Tasks whose classes ``labels`` can rename.
+LABELLED_TASKS = ("text-classification", "image-classification", "audio-classification")
+
+# Extra columns a table may have, marked with a column option (value '...').
+EXTRA_VALUES = {
+    "score": ("double precision", "real", "numeric"),
+    "answer": ("jsonb", "json", "text"),
 }
 
 # Engine settings given as create_engine(options => '{...}'): kind, default,
@@ -72,6 +90,9 @@ ENGINE_SETTINGS: dict[str, tuple[type, Any, Any, Any]] = {
     # text-generation, whose answers may differ each time).
     "cache_ttl": (float, None, 0.0, 604_800.0),
     "verbose": (bool, False, None, None),
+    "max_media_bytes": (int, 20 * 1024 * 1024, 1024, 100 * 1024 * 1024),
+    # Engine only: a table owner must not open what the engine's owner closed.
+    "allow_private_urls": (bool, False, None, None),
     "api_key_env": (str, None, None, None),
 }
 MODEL_SETTINGS = (
@@ -82,12 +103,14 @@ MODEL_SETTINGS = (
     "on_error",
     "cache_ttl",
     "verbose",
+    "max_media_bytes",
 )
 
 _VALUE_TYPES = {
     "text": ("text", "character varying", "character", "varchar", "name"),
     "double precision": ("double precision", "real", "numeric"),
     "double precision[]": ("double precision[]", "real[]", "numeric[]"),
+    "jsonb": ("jsonb", "json"),
 }
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -161,6 +184,8 @@ class EngineSettings:
     on_error: str = "raise"
     cache_ttl: float | None = None
     verbose: bool = False
+    max_media_bytes: int = 20 * 1024 * 1024
+    allow_private_urls: bool = False
     api_key: str | None = field(default=None, repr=False)
 
     @property
@@ -240,10 +265,16 @@ class ModelSettings:
     options: Mapping[str, Any]
     labels: list[Any] | dict[str, Any] | None
     candidate_labels: tuple[str, ...] | None
+    score_column: str | None = None
+    answer_column: str | None = None
 
     @property
     def spec(self) -> Task:
         return TASKS[self.task]
+
+    @property
+    def value_type(self) -> str:
+        return TASKS[self.task].value_type
 
 
 def _parse_labels(options: Mapping[str, str]) -> list[Any] | dict[str, Any] | None:
@@ -344,11 +375,22 @@ def parse_model(options: Mapping[str, str], columns: Mapping[str, Any]) -> Model
                 f"column {column!r} is used for two inputs",
                 hint="use a different column for each input",
             )
+        input_type = _base_type(_column_type(columns, column))
+        if input_type not in _INPUT_TYPES[task.media]:
+            raise HfFdwError(
+                f"input column {column!r} has type {input_type}, but task "
+                f"{task.name} reads " + ("bytea or text" if task.media else "text"),
+                hint="declare it " + (
+                    "bytea (the file's bytes) or text (an http(s) URL)"
+                    if task.media else "text"
+                ),
+            )
         input_columns.append(column)
 
+    extras = _extra_columns(columns, input_columns)
     target = options.get("target_column")
     if target is None:
-        others = [c for c in columns if c not in input_columns]
+        others = [c for c in columns if c not in input_columns and c not in extras]
         if len(others) != 1:
             raise HfFdwError(
                 "cannot tell which column receives the prediction",
@@ -361,14 +403,14 @@ def parse_model(options: Mapping[str, str], columns: Mapping[str, Any]) -> Model
             f"target_column {target!r} is not a column of the table",
             detail="columns: " + ", ".join(columns),
         )
-    if target in input_columns:
+    if target in input_columns or target in extras:
         raise HfFdwError(
             f"column {target!r} cannot be both an input and the prediction",
             hint="give the prediction its own column",
         )
     type_name = _column_type(columns, target)
     accepted = _VALUE_TYPES[task.value_type]
-    if re.sub(r"\(.*?\)", "", type_name).strip() not in accepted:
+    if _base_type(type_name) not in accepted:
         raise HfFdwError(
             f"column {target!r} has type {type_name}, but task {task.name} "
             f"gives {task.value_type}",
@@ -378,10 +420,16 @@ def parse_model(options: Mapping[str, str], columns: Mapping[str, Any]) -> Model
     parameters = _json_object(options, "parameters")
     body_options = _json_object(options, "options")
     labels = _parse_labels(options)
-    if labels is not None and task.name != "text-classification":
+    if labels is not None and task.name not in LABELLED_TASKS:
         raise HfFdwError(
-            "labels applies to text-classification only",
+            "labels applies to " + ", ".join(LABELLED_TASKS) + " only",
             hint="for zero-shot-classification use candidate_labels",
+        )
+    if extras.get("score") and task.read_score is None:
+        raise HfFdwError(
+            f"task {task.name} gives no single score",
+            hint="drop the column's option value 'score'; a column with "
+            "OPTIONS (value 'answer') shows the whole answer",
         )
     candidate_labels = _parse_candidate_labels(options, parameters)
     if task.name == "zero-shot-classification" and candidate_labels is None:
@@ -402,7 +450,43 @@ def parse_model(options: Mapping[str, str], columns: Mapping[str, Any]) -> Model
         options=body_options,
         labels=labels,
         candidate_labels=candidate_labels,
+        score_column=extras.get("score"),
+        answer_column=extras.get("answer"),
     )
+
+
+def _base_type(type_name: str) -> str:
+    """``character varying(20)`` -> ``character varying``."""
+    return re.sub(r"\(.*?\)", "", type_name).strip()
+
+
+def _extra_columns(
+    columns: Mapping[str, Any], input_columns: list[str]
+) -> dict[str, str]:
+    """The columns marked OPTIONS (value 'score') or (value 'answer')."""
+    extras: dict[str, str] = {}
+    for name, column in columns.items():
+        value = (getattr(column, "options", None) or {}).get("value")
+        if value is None:
+            continue
+        if value not in EXTRA_VALUES:
+            raise HfFdwError(
+                f"column {name!r} has option value {value!r}",
+                hint="a column's option value is 'score' or 'answer'",
+            )
+        if value in extras:
+            raise HfFdwError(f"two columns have option value {value!r}")
+        if name in input_columns:
+            raise HfFdwError(f"input column {name!r} cannot have option value")
+        type_name = _base_type(_column_type(columns, name))
+        if type_name not in EXTRA_VALUES[value]:
+            raise HfFdwError(
+                f"column {name!r} has type {type_name}, but the {value} is "
+                + EXTRA_VALUES[value][0],
+                hint=f"declare the column as {EXTRA_VALUES[value][0]}",
+            )
+        extras[value] = name
+    return extras
 
 
 def parse_engine(
@@ -432,6 +516,8 @@ def parse_engine(
         on_error=settings["on_error"],
         cache_ttl=settings["cache_ttl"],
         verbose=settings["verbose"],
+        max_media_bytes=settings["max_media_bytes"],
+        allow_private_urls=settings["allow_private_urls"],
         api_key=api_key,
     )
 

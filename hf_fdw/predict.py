@@ -8,7 +8,9 @@ re-checks every qual on the rows it gets back.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import logging
 import threading
 import time
@@ -22,6 +24,7 @@ from hf_fdw import cache, interrupts
 from hf_fdw.cache import AnswerCache
 from hf_fdw.client import InferenceClient
 from hf_fdw.errors import HfFdwError
+from hf_fdw.media import Media, media_from_value, sniff_mime
 from hf_fdw.options import EngineSettings, ModelSettings, request_url
 from hf_fdw.tasks import AnswerError, Inputs, error_in_answer
 
@@ -88,6 +91,15 @@ def inputs_from_quals(
     return list(itertools.product(*(wanted[c] for c in input_columns)))
 
 
+@dataclass(frozen=True)
+class Prediction:
+    """A row's prediction with its score and whole answer (JSON text)."""
+
+    value: Any
+    score: float | None
+    answer: str | None
+
+
 @dataclass
 class Usage:
     """What one model cost in this backend: readable from SQL."""
@@ -127,7 +139,8 @@ class Predictor:
         )
         self._model_key = cache.model_key(
             self.url, model.model, model.task, model.parameters, model.options,
-            model.labels, model.candidate_labels,
+            model.labels, model.candidate_labels, model.score_column is not None,
+            model.answer_column is not None,
         )
         self.usage = USAGE.setdefault(
             (engine.name, model.model or self.url, model.task), Usage()
@@ -154,7 +167,13 @@ class Predictor:
             )
 
     def predict_one(self, inputs: Inputs, stop: threading.Event | None = None) -> Any:
-        """Ask the endpoint for one input tuple and read its answer."""
+        """Ask the endpoint for one input tuple; return what its row needs.
+
+        That is the target value, or, when the table has a score or answer
+        column, a ``Prediction`` with those too.
+        """
+        if self.model.spec.media:
+            inputs = (self._media(inputs[0]),) + tuple(inputs[1:])
         body = self.model.spec.build_body(inputs, self.model)
         answer = self.client.post(self.url, body, self.model.model, stop)
         words = error_in_answer(answer)
@@ -166,7 +185,7 @@ class Predictor:
                 "task and parameters",
             )
         try:
-            return self.model.spec.read_answer(answer, inputs, self.model)
+            value = self.model.spec.read_answer(answer, inputs, self.model)
         except HfFdwError as exc:
             # An unreadable answer is quoted in the detail: an endpoint that
             # echoes the request headers must not put the key in an error.
@@ -174,6 +193,38 @@ class Predictor:
                 detail = self.client.scrub(exc.detail)
                 exc.detail = detail if len(detail) <= 300 else detail[:300] + "..."
             raise
+        if self.model.value_type == "jsonb":
+            value = json.dumps(value)
+        if not (self.model.score_column or self.model.answer_column):
+            return value
+        score = None
+        if self.model.score_column and self.model.spec.read_score:
+            score = self.model.spec.read_score(answer)
+        whole = json.dumps(answer) if self.model.answer_column else None
+        return Prediction(value, score, whole)
+
+    def _media(self, value: Any) -> Media:
+        """The image or sound a column value stands for (bytes, or a URL).
+
+        A bytea value that is no known media but plain text (a URL written
+        as 'https://...'::bytea, or a path) is read as text, so that it is
+        fetched, or refused with the reason.
+        """
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            data = bytes(value)
+            if sniff_mime(data) is None and len(data) <= 4096:
+                try:
+                    text = data.decode("utf-8")
+                except UnicodeDecodeError:
+                    text = None
+                if text is not None and text.isprintable():
+                    value = text
+        return media_from_value(
+            value,
+            allow_private=self.engine.allow_private_urls,
+            max_bytes=self.engine.max_media_bytes,
+            timeout=self.engine.timeout,
+        )
 
     def predict(self, batch: Sequence[Inputs]) -> list[Any]:
         """Predict every tuple; NULL inputs give NULL, repeats are asked once.
@@ -191,7 +242,7 @@ class Predictor:
             if inputs in self._memo:
                 found[inputs] = self._memo[inputs]
                 continue
-            cached = self.cache.get((self._model_key, inputs))
+            cached = self.cache.get(self._cache_key(inputs))
             if cached is not cache.MISSING:
                 self.usage.cache_hits += 1
                 found[inputs] = cached
@@ -223,7 +274,7 @@ class Predictor:
                     found[inputs] = None
                     continue
                 self._remember(inputs, answer)
-                self.cache.put((self._model_key, inputs), answer, self.cache_ttl)
+                self.cache.put(self._cache_key(inputs), answer, self.cache_ttl)
 
         return [None if None in inputs else found[inputs] for inputs in batch]
 
@@ -232,8 +283,27 @@ class Predictor:
         batch = inputs_from_quals(quals, self.model.input_columns)
         for inputs, value in zip(batch, self.predict(batch)):
             row = dict(zip(self.model.input_columns, inputs))
-            row[self.model.target_column] = value
+            if isinstance(value, Prediction):
+                row[self.model.target_column] = value.value
+                if self.model.score_column:
+                    row[self.model.score_column] = value.score
+                if self.model.answer_column:
+                    row[self.model.answer_column] = value.answer
+            else:
+                row[self.model.target_column] = value
             yield row
+
+    def _cache_key(self, inputs: Inputs) -> tuple[str, Inputs]:
+        """Bytes (images, sounds) are keyed by their digest, not kept twice."""
+        return (
+            self._model_key,
+            tuple(
+                hashlib.sha256(bytes(value)).hexdigest()
+                if isinstance(value, (bytes, bytearray, memoryview))
+                else value
+                for value in inputs
+            ),
+        )
 
     def _ask(self, todo: list[Inputs]) -> list[Any]:
         """Send the requests in the pool while watching for a cancel."""
@@ -312,7 +382,7 @@ class Predictor:
             1
             for inputs in distinct
             if inputs in self._memo
-            or self.cache.get((self._model_key, inputs)) is not cache.MISSING
+            or self.cache.get(self._cache_key(inputs)) is not cache.MISSING
         )
         return len(distinct), cached
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+import base64
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from hf_fdw.errors import HfFdwError
@@ -40,6 +41,18 @@ class Task:
     # How long answers are cached when the model says nothing (cache_ttl):
     # 0 keeps them for the transaction only.
     default_cache_ttl: float = 600.0
+    # The input is an image or a sound (bytea bytes, or an http(s) URL).
+    media: bool = False
+    # The score of the value chosen, for a column with OPTIONS (value 'score').
+    read_score: Callable[[Any], float | None] | None = None
+
+
+@dataclass(frozen=True)
+class RawBody:
+    """A request body sent as raw bytes with their MIME type, not as JSON."""
+
+    data: bytes = field(repr=False)
+    mime: str
 
 
 class AnswerError(HfFdwError):
@@ -299,6 +312,85 @@ def _read_embedding(
     raise _unexpected(model.task, answer, "a list of floats")
 
 
+def _media_body(inputs: Inputs, model: ModelSettings) -> dict[str, Any] | RawBody:
+    """Raw bytes when there is nothing else to say; else base64 in JSON."""
+    media = inputs[0]
+    parameters = dict(model.parameters)
+    if not parameters and not model.options:
+        return RawBody(media.data, media.mime)
+    body = {"inputs": base64.b64encode(media.data).decode("ascii")}
+    return _with_extras(body, model, parameters)
+
+
+def _read_media_label(answer: Any, inputs: Inputs, model: ModelSettings) -> str:
+    return rename_label(_top(_scored_items(model.task, answer))["label"], model)
+
+
+def _read_detections(
+    answer: Any, inputs: Inputs, model: ModelSettings
+) -> list[dict[str, Any]]:
+    if not isinstance(answer, list):
+        raise _unexpected(model.task, answer, "a list of {label, score, box}")
+    for item in answer:
+        box = item.get("box") if isinstance(item, Mapping) else None
+        if (
+            not isinstance(item, Mapping)
+            or not isinstance(item.get("label"), str)
+            or not _is_number(item.get("score"))
+            or not isinstance(box, Mapping)
+            or not all(_is_number(box.get(k)) for k in ("xmin", "ymin", "xmax", "ymax"))
+        ):
+            raise _unexpected(model.task, answer, "a list of {label, score, box}")
+    return sorted(answer, key=lambda item: -item["score"])
+
+
+def _read_entities(
+    answer: Any, inputs: Inputs, model: ModelSettings
+) -> list[dict[str, Any]]:
+    if isinstance(answer, list) and len(answer) == 1 and isinstance(answer[0], list):
+        answer = answer[0]
+    if not isinstance(answer, list):
+        raise _unexpected(model.task, answer, "a list of {entity_group, score, word}")
+    for item in answer:
+        if (
+            not isinstance(item, Mapping)
+            or not isinstance(item.get("entity_group", item.get("entity")), str)
+            or not _is_number(item.get("score"))
+        ):
+            raise _unexpected(
+                model.task, answer, "a list of {entity_group, score, word}"
+            )
+    return list(answer)
+
+
+def _read_transcript(answer: Any, inputs: Inputs, model: ModelSettings) -> str:
+    return _text_reader("text")(answer, inputs, model)
+
+
+def _top_score(answer: Any) -> float | None:
+    """The best score in any of the scored shapes, or None."""
+    if isinstance(answer, Mapping):
+        if isinstance(answer.get("scores"), list) and answer["scores"]:
+            return float(max(answer["scores"]))
+        answer = [answer]
+    if isinstance(answer, list) and len(answer) == 1 and isinstance(answer[0], list):
+        answer = answer[0]
+    if isinstance(answer, list) and answer and all(isinstance(a, list) for a in answer):
+        answer = answer[0]  # fill-mask with several masks: the first mask's
+    scores = [
+        item["score"]
+        for item in (answer if isinstance(answer, list) else [])
+        if isinstance(item, Mapping) and _is_number(item.get("score"))
+    ]
+    return float(max(scores)) if scores else None
+
+
+def _similarity_score(answer: Any) -> float | None:
+    if isinstance(answer, list) and len(answer) == 1 and _is_number(answer[0]):
+        return float(answer[0])
+    return None
+
+
 TASKS: dict[str, Task] = {
     task.name: task
     for task in (
@@ -309,6 +401,7 @@ TASKS: dict[str, Task] = {
             "distilbert/distilbert-base-uncased-finetuned-sst-2-english",
             _text_body,
             _read_classification,
+            read_score=_top_score,
         ),
         Task(
             "zero-shot-classification",
@@ -317,6 +410,7 @@ TASKS: dict[str, Task] = {
             "facebook/bart-large-mnli",
             _zero_shot_body,
             _read_zero_shot,
+            read_score=_top_score,
         ),
         Task(
             "sentence-similarity",
@@ -326,6 +420,7 @@ TASKS: dict[str, Task] = {
             _similarity_body,
             _read_similarity,
             pipeline="sentence-similarity",
+            read_score=_similarity_score,
         ),
         Task(
             "question-answering",
@@ -334,6 +429,7 @@ TASKS: dict[str, Task] = {
             "deepset/roberta-base-squad2",
             _question_body,
             _read_answer,
+            read_score=_top_score,
         ),
         Task(
             "summarization",
@@ -360,6 +456,7 @@ TASKS: dict[str, Task] = {
             "google-bert/bert-base-uncased",
             _text_body,
             _read_fill_mask,
+            read_score=_top_score,
         ),
         Task(
             "translation",
@@ -377,6 +474,61 @@ TASKS: dict[str, Task] = {
             _embedding_body,
             _read_embedding,
             pipeline="feature-extraction",
+        ),
+        Task(
+            "token-classification",
+            ("text",),
+            "jsonb",
+            "dslim/bert-base-NER",
+            _text_body,
+            _read_entities,
+        ),
+        Task(
+            "image-classification",
+            ("media",),
+            "text",
+            "google/vit-base-patch16-224",
+            _media_body,
+            _read_media_label,
+            media=True,
+            read_score=_top_score,
+        ),
+        Task(
+            "object-detection",
+            ("media",),
+            "jsonb",
+            "facebook/detr-resnet-50",
+            _media_body,
+            _read_detections,
+            media=True,
+        ),
+        Task(
+            "image-to-text",
+            ("media",),
+            "text",
+            "Salesforce/blip-image-captioning-base",
+            _media_body,
+            _read_generation,
+            media=True,
+        ),
+        Task(
+            "automatic-speech-recognition",
+            ("media",),
+            "text",
+            "facebook/wav2vec2-base-960h",
+            _media_body,
+            _read_transcript,
+            media=True,
+        ),
+        Task(
+            "audio-classification",
+            ("media",),
+            "text",
+            "superb/hubert-large-superb-er",
+            _media_body,
+            _read_media_label,
+            media=True,
+            read_score=_top_score,
         ),
     )
 }

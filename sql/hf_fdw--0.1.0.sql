@@ -15,13 +15,16 @@
 -- ---------------------------------------------------------------------------
 -- hf_fdw.tasks: the tasks hf_fdw serves. Read-only reference data; the Python
 -- package holds the same list (hf_fdw/tasks.py), and a test keeps them equal.
--- inputs lists the create_model arguments that name the input columns.
+-- inputs lists the create_model arguments that name the input columns, and
+-- input_type the type create_model gives them (image and audio tasks take
+-- the file's bytes, or an http(s) URL, in a bytea column).
 -- ---------------------------------------------------------------------------
 CREATE TABLE hf_fdw.tasks (
     task          text PRIMARY KEY,
     inputs        text[] NOT NULL,
     predict_type  text NOT NULL,
-    default_model text
+    default_model text,
+    input_type    text NOT NULL DEFAULT 'text'
 );
 
 COMMENT ON TABLE hf_fdw.tasks IS
@@ -41,7 +44,21 @@ INSERT INTO hf_fdw.tasks (task, inputs, predict_type, default_model) VALUES
     ('fill-mask', '{input_column}', 'text', 'google-bert/bert-base-uncased'),
     ('translation', '{input_column}', 'text', 'google-t5/t5-small'),
     ('feature-extraction', '{input_column}', 'double precision[]',
-     'sentence-transformers/all-MiniLM-L6-v2');
+     'sentence-transformers/all-MiniLM-L6-v2'),
+    ('token-classification', '{input_column}', 'jsonb', 'dslim/bert-base-NER');
+
+INSERT INTO hf_fdw.tasks (task, inputs, predict_type, default_model, input_type)
+VALUES
+    ('image-classification', '{input_column}', 'text',
+     'google/vit-base-patch16-224', 'bytea'),
+    ('object-detection', '{input_column}', 'jsonb', 'facebook/detr-resnet-50',
+     'bytea'),
+    ('image-to-text', '{input_column}', 'text',
+     'Salesforce/blip-image-captioning-base', 'bytea'),
+    ('automatic-speech-recognition', '{input_column}', 'text',
+     'facebook/wav2vec2-base-960h', 'bytea'),
+    ('audio-classification', '{input_column}', 'text',
+     'superb/hubert-large-superb-er', 'bytea');
 
 -- ---------------------------------------------------------------------------
 -- hf_fdw.engines: one row per engine (foreign server). Holds no secret: the
@@ -207,12 +224,14 @@ BEGIN
     SELECT string_agg(k, ', ') INTO unknown
     FROM jsonb_object_keys(options) AS k
     WHERE k NOT IN ('timeout', 'max_retries', 'concurrency', 'max_requests',
-                    'on_error', 'cache_ttl', 'verbose', 'api_key_env');
+                    'on_error', 'cache_ttl', 'verbose', 'max_media_bytes',
+                    'allow_private_urls', 'api_key_env');
     IF unknown IS NOT NULL THEN
         RAISE EXCEPTION 'unknown engine option: %', unknown
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'engine options are: timeout, max_retries, concurrency, '
-                      || 'max_requests, on_error, cache_ttl, verbose, api_key_env';
+                      || 'max_requests, on_error, cache_ttl, verbose, '
+                      || 'max_media_bytes, allow_private_urls, api_key_env';
     END IF;
 
     EXECUTE format(
@@ -391,7 +410,7 @@ BEGIN
                       HINT = 'inputs and predict each need their own column';
         END IF;
         columns := columns || col;
-        column_sql := column_sql || format('%I text', col);
+        column_sql := column_sql || format('%I %s', col, spec.input_type);
         table_options := table_options || format('%I %L', arg, col);
     END LOOP;
     IF context_column IS NOT NULL AND NOT 'context_column' = ANY (spec.inputs) THEN

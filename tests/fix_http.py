@@ -54,6 +54,7 @@ class ScriptedServer:
         self.requests: list[Request] = []
         self._replies: dict[str, deque[Reply]] = defaultdict(deque)
         self._responders: dict[str, Responder] = {}
+        self._files: dict[str, tuple[bytes, str]] = {}
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._httpd.daemon_threads = True
@@ -75,6 +76,12 @@ class ScriptedServer:
         with self._lock:
             self._responders[path] = responder
 
+    def serve_file(self, path: str, data: bytes, content_type: str) -> str:
+        """Answer GET ``path`` with ``data``; return its URL."""
+        with self._lock:
+            self._files[path] = (data, content_type)
+        return self.url + path
+
     def requests_to(self, path: str) -> list[Request]:
         return [r for r in self.requests if r.path == path]
 
@@ -83,6 +90,7 @@ class ScriptedServer:
             self.requests.clear()
             self._replies.clear()
             self._responders.clear()
+            self._files.clear()
 
     def close(self) -> None:
         self._httpd.shutdown()
@@ -129,6 +137,24 @@ class ScriptedServer:
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)
+
+            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                with server._lock:
+                    server.requests.append(
+                        Request("GET", self.path, dict(self.headers.items()), b"")
+                    )
+                    found = server._files.get(self.path)
+                if found is None:
+                    self.send_response(404)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                data, content_type = found
+                self.send_response(200)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 from fix_http import Reply, spam_classifier
 
+from hf_fdw.options import ENGINE_SETTINGS, ROLE_OPTIONS
 from hf_fdw.tasks import TASKS
 
 psycopg = pytest.importorskip("psycopg", reason="psycopg (3) is not installed")
@@ -43,17 +45,15 @@ def local(db: Any, endpoint: Any) -> Any:
 
 def test_task_catalog_matches_the_python_registry(db: Any) -> None:
     rows = db.execute(
-        "SELECT task, inputs, predict_type, default_model FROM hf_fdw.tasks"
+        "SELECT task, inputs, predict_type, default_model, input_type "
+        "FROM hf_fdw.tasks"
     ).fetchall()
-    option_of_role = {"text": "input_column", "question": "input_column",
-                      "source": "input_column", "context": "context_column",
-                      "sentence": "input_column2"}
     expected = {
-        (task.name, tuple(option_of_role[r] for r in task.roles), task.value_type,
-         task.default_model)
+        (task.name, tuple(ROLE_OPTIONS[r] for r in task.roles), task.value_type,
+         task.default_model, "bytea" if task.media else "text")
         for task in TASKS.values()
     }
-    assert {(t, tuple(i), p, d) for t, i, p, d in rows} == expected
+    assert {(t, tuple(i), p, d, k) for t, i, p, d, k in rows} == expected
 
 
 class TestEngines:
@@ -128,6 +128,18 @@ class TestEngines:
         assert db.execute(
             "SELECT srvname FROM pg_foreign_server"
         ).fetchall() == [("hf_fdw_backend",)]
+
+    def test_every_engine_option_is_accepted(self, db: Any) -> None:
+        """The SQL check knows every option the Python side reads."""
+        defaults = {"timeout": 5, "max_retries": 1, "concurrency": 2,
+                    "max_requests": 9, "on_error": "null", "cache_ttl": 1,
+                    "verbose": True, "max_media_bytes": 2048,
+                    "allow_private_urls": False, "api_key_env": "HF_TOKEN"}
+        assert set(defaults) == set(ENGINE_SETTINGS)
+        db.execute("SELECT hf_fdw.create_engine('all', endpoint => "
+                   "'http://127.0.0.1:9', options => %s)", (json.dumps(defaults),))
+        db.execute("SELECT hf_fdw.create_model('m', 'p', 'all', task => 'fill-mask')")
+        assert models(db) == ["m"]
 
     def test_duplicate_engine(self, local: Any) -> None:
         error = sql_error(local, "SELECT hf_fdw.create_engine('local')")
@@ -263,7 +275,8 @@ class TestModels:
             ("task => 'text-classification', labels => '[]'",
              "labels must be a non-empty JSON array or object of strings"),
             ("task => 'fill-mask', labels => '[\"a\"]'",
-             "labels applies to text-classification only"),
+             "labels applies to text-classification, image-classification, "
+             "audio-classification only"),
             ("task => 'fill-mask', candidate_labels => '{a}'",
              "candidate_labels applies to zero-shot-classification only"),
         ],

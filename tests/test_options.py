@@ -304,13 +304,16 @@ class TestJsonOptions:
         assert array.labels == ["ham", "spam"]
         assert mapping.labels == {"LABEL_1": "spam"}
 
-    def test_labels_only_for_text_classification(self) -> None:
+    def test_labels_only_for_classifiers(self) -> None:
         error = error_of(
             parse_model,
             {"task": "summarization", "labels": '["a"]'},
             TEXT_TABLE,
         )
-        assert error.message == "labels applies to text-classification only"
+        assert error.message == (
+            "labels applies to text-classification, image-classification, "
+            "audio-classification only"
+        )
 
 
 class TestCandidateLabels:
@@ -505,6 +508,8 @@ class TestEngineOptions:
             "on_error": "raise",
             "cache_ttl": None,
             "verbose": False,
+            "max_media_bytes": 20 * 1024 * 1024,
+            "allow_private_urls": False,
             "api_key_env": None,
         }
 

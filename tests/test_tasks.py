@@ -553,6 +553,10 @@ def test_malformed_classifications_are_answer_errors(task: str, answer: Any) -> 
     "answer", [None, 7, "oops", [], {}, [None], [[None]]], ids=repr
 )
 def test_every_task_reads_junk_as_a_clear_error(task: str, answer: Any) -> None:
+    if answer == [] and TASKS[task].value_type == "jsonb":
+        # No boxes, no entities: an empty list is a real answer there.
+        assert read(task, answer, "a [MASK]", "b") == []
+        return
     with pytest.raises(HfFdwError) as caught:
         read(task, answer, "a [MASK]", "b")
     assert caught.value.message.startswith("unexpected answer for task ")
