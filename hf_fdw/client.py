@@ -53,7 +53,14 @@ def _server_words(response: requests.Response, scrub: Callable[[str], str]) -> s
     return scrub(json.dumps(payload))[:500]
 
 
-def _hint(status: int, engine: EngineSettings, model_id: str | None) -> str | None:
+def _hint(
+    status: int, engine: EngineSettings, model_id: str | None, words: str = ""
+) -> str | None:
+    if "conversational" in words.lower():
+        return (
+            f"model {model_id!r} is served as a chat model only; hf_fdw does not "
+            "call the chat route yet: choose a model served for this task"
+        )
     if status == 401:
         return (
             "the API key was refused: set a valid one with "
@@ -204,7 +211,7 @@ class InferenceClient:
             raise HfFdwError(
                 f"inference endpoint {host} answered HTTP {response.status_code}",
                 detail=words,
-                hint=_hint(response.status_code, self.engine, model_id),
+                hint=_hint(response.status_code, self.engine, model_id, words),
             )
 
     def _decode(self, response: requests.Response, host: str) -> Any:

@@ -258,7 +258,7 @@ def run(dsn: str | None = None) -> int:
                     _local_examples(conn, server.url)
             finally:
                 if conn.execute(
-                    "SELECT FROM hf_fdw.engines WHERE name = %s", (ENGINE,)
+                    "SELECT 1 FROM hf_fdw.engines WHERE name = %s", (ENGINE,)
                 ).fetchone():
                     conn.execute(
                         "SELECT hf_fdw.drop_engine(%s, cascade => true)", (ENGINE,)

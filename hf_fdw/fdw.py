@@ -106,7 +106,9 @@ class HuggingFaceFDW(ForeignDataWrapper):
             for value in inputs
         ):
             count, cached = self.predictor.plan(batch)
-            lines.append(f"hf_fdw: {count} input(s) to send, {cached} already cached")
+            lines.append(
+                f"hf_fdw: {count} input(s), {cached} cached, {count - cached} to send"
+            )
         else:
             lines.append("hf_fdw: one request per distinct input from the join")
         return lines

@@ -419,6 +419,15 @@ def parse_model(options: Mapping[str, str], columns: Mapping[str, Any]) -> Model
 
     parameters = _json_object(options, "parameters")
     body_options = _json_object(options, "options")
+    misplaced = sorted(set(body_options) & set(ENGINE_SETTINGS))
+    if misplaced:
+        raise HfFdwError(
+            "options holds hf_fdw settings: " + ", ".join(misplaced),
+            detail="options is the request body's options field, sent to the "
+            "endpoint as it is",
+            hint=f"set {misplaced[0]} on the model's table instead: ALTER FOREIGN "
+            f"TABLE ... OPTIONS (ADD {misplaced[0]} '...'), or as an engine option",
+        )
     labels = _parse_labels(options)
     if labels is not None and task.name not in LABELLED_TASKS:
         raise HfFdwError(

@@ -324,6 +324,7 @@ class Predictor:
                 if self.engine.on_error == "raise":
                     failed = [f for f in futures if f.done() and f.exception()]
                     if failed:
+                        self.usage.errors += 1
                         raise self._user_error(failed[0].exception())
                 if not waiting:
                     break
@@ -370,8 +371,8 @@ class Predictor:
                 f"requests to model {self.model.model or self.url}",
                 detail=f"{self._sent_in_statement} sent so far, {count} more needed",
                 hint="ask for fewer rows, or raise the cap: ALTER FOREIGN TABLE "
-                "... OPTIONS (ADD max_requests '100000'), or the engine option "
-                "max_requests",
+                "... OPTIONS (ADD max_requests '100000') (SET if it is already "
+                "set), or the engine option max_requests",
             )
         self._sent_in_statement += count
 

@@ -149,7 +149,13 @@ def rename_label(label: str, model: ModelSettings) -> str:
     if labels is None:
         return label
     if isinstance(labels, Mapping):
-        return str(labels.get(label, label))
+        if label not in labels:
+            raise HfFdwError(
+                f"labels has no name for class {label!r}",
+                detail="labels renames: " + ", ".join(map(repr, labels)),
+                hint=f"add the class to labels, e.g. '{{\"{label}\": \"...\"}}'",
+            )
+        return str(labels[label])
 
     match = _POSITIONAL_LABEL.fullmatch(label)
     if match:

@@ -9,8 +9,26 @@
 
 -- The backend's own state, read through the same Python package. The server
 -- name hf_fdw_backend is reserved for this.
-CREATE SERVER hf_fdw_backend FOREIGN DATA WRAPPER multicorn
-    OPTIONS (wrapper 'hf_fdw.BackendStateFDW');
+DO $$
+DECLARE
+    message text;
+    detail text;
+BEGIN
+    CREATE SERVER hf_fdw_backend FOREIGN DATA WRAPPER multicorn
+        OPTIONS (wrapper 'hf_fdw.BackendStateFDW');
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS message = MESSAGE_TEXT, detail = PG_EXCEPTION_DETAIL;
+    IF message LIKE 'Error in python:%' AND detail LIKE '%hf_fdw%' THEN
+        RAISE EXCEPTION 'the database server''s Python cannot import hf_fdw'
+            USING ERRCODE = 'undefined_file',
+                  DETAIL = message || ': ' || detail,
+                  HINT = 'install the package into the Python PostgreSQL embeds, '
+                      || 'or put it on the server''s PYTHONPATH (README, Install, '
+                      || 'step 3), then restart the server';
+    END IF;
+    RAISE;
+END;
+$$;
 
 -- hf_fdw.usage: per engine and model, what this backend has sent since it
 -- started: requests (retries included), retries, answers served from the

@@ -61,6 +61,108 @@ VALUES
      'superb/hubert-large-superb-er', 'bytea');
 
 -- ---------------------------------------------------------------------------
+-- hf_fdw.settings: how requests are made. An engine sets them in its options
+-- object; a model overrides those marked per_model with foreign table
+-- options. Read-only reference data; hf_fdw/options.py holds the same list
+-- (ENGINE_SETTINGS), and a test keeps them equal.
+-- ---------------------------------------------------------------------------
+CREATE TABLE hf_fdw.settings (
+    name          text PRIMARY KEY,
+    kind          text NOT NULL CHECK (kind IN ('number', 'integer', 'boolean',
+                                                'word', 'variable')),
+    default_value text,
+    min_value     numeric,
+    max_value     numeric,
+    allowed       text[],
+    per_model     boolean NOT NULL,
+    description   text NOT NULL
+);
+
+COMMENT ON TABLE hf_fdw.settings IS
+    'Engine options (and per-model overrides): kind, default, bounds';
+
+INSERT INTO hf_fdw.settings VALUES
+    ('timeout', 'number', '30', 0.1, 600, NULL, true,
+     'seconds to wait for one answer'),
+    ('max_retries', 'integer', '3', 0, 10, NULL, true,
+     'retries after 429, 5xx and connection failures'),
+    ('concurrency', 'integer', '4', 1, 64, NULL, true,
+     'requests in flight at once for one scan'),
+    ('max_requests', 'integer', '10000', 1, 100000000, NULL, true,
+     'requests one statement may send to one model'),
+    ('on_error', 'word', 'raise', NULL, NULL, ARRAY['raise', 'null'], true,
+     'null: a failed prediction becomes NULL, with one WARNING per statement'),
+    ('cache_ttl', 'number', NULL, 0, 604800, NULL, true,
+     'seconds an answer is reused (default 600; 0 for text-generation)'),
+    ('verbose', 'boolean', 'false', NULL, NULL, NULL, true,
+     'report each batch of requests'),
+    ('max_media_bytes', 'integer', '20971520', 1024, 104857600, NULL, true,
+     'the largest image or sound accepted or downloaded'),
+    ('allow_private_urls', 'boolean', 'false', NULL, NULL, NULL, false,
+     'let media URLs reach loopback and private addresses'),
+    ('api_key_env', 'variable', NULL, NULL, NULL, NULL, false,
+     'read the key from this environment variable of the server');
+
+-- _check_settings: refuse an engine options object that names an unknown
+-- setting or gives one a value of the wrong kind or out of bounds.
+CREATE FUNCTION hf_fdw._check_settings(options jsonb)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    item record;
+    setting hf_fdw.settings;
+    number numeric;
+    ok boolean;
+BEGIN
+    IF jsonb_typeof(options) <> 'object' THEN
+        RAISE EXCEPTION 'engine options must be a JSON object, not %',
+            jsonb_typeof(options)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'e.g. options => ''{"timeout": 30, "max_retries": 3}''';
+    END IF;
+    FOR item IN SELECT * FROM jsonb_each(options) LOOP
+        SELECT * INTO setting FROM hf_fdw.settings s WHERE s.name = item.key;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'unknown engine option: %', item.key
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'engine options are: ' || (
+                          SELECT string_agg(s.name, ', ' ORDER BY s.name)
+                          FROM hf_fdw.settings s);
+        END IF;
+        number := CASE WHEN jsonb_typeof(item.value) = 'number'
+                       THEN (item.value #>> '{}')::numeric END;
+        ok := CASE setting.kind
+            WHEN 'number' THEN
+                number BETWEEN setting.min_value AND setting.max_value
+            WHEN 'integer' THEN
+                number = trunc(number)
+                AND number BETWEEN setting.min_value AND setting.max_value
+            WHEN 'boolean' THEN jsonb_typeof(item.value) = 'boolean'
+            WHEN 'word' THEN jsonb_typeof(item.value) = 'string'
+                AND item.value #>> '{}' = ANY (setting.allowed)
+            ELSE jsonb_typeof(item.value) = 'string'
+                AND item.value #>> '{}' ~ '^[A-Za-z_][A-Za-z0-9_]*$'
+        END;
+        IF NOT coalesce(ok, false) THEN
+            RAISE EXCEPTION 'engine option % cannot be %', item.key, item.value
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = item.key || ' takes ' || CASE setting.kind
+                          WHEN 'number' THEN format('a number from %s to %s',
+                              setting.min_value, setting.max_value)
+                          WHEN 'integer' THEN format('a whole number from %s to %s',
+                              setting.min_value, setting.max_value)
+                          WHEN 'boolean' THEN 'true or false'
+                          WHEN 'word' THEN 'one of '
+                              || array_to_string(setting.allowed, ', ')
+                          ELSE 'the name of an environment variable' END;
+        END IF;
+    END LOOP;
+END;
+$$;
+
+-- ---------------------------------------------------------------------------
 -- hf_fdw.engines: one row per engine (foreign server). Holds no secret: the
 -- API key lives in a user mapping, which only the server's owner and
 -- superusers can read.
@@ -105,7 +207,8 @@ SELECT pg_catalog.pg_extension_config_dump('hf_fdw.engines', '');
 SELECT pg_catalog.pg_extension_config_dump('hf_fdw.models', '');
 
 GRANT USAGE ON SCHEMA hf_fdw TO PUBLIC;
-GRANT SELECT ON hf_fdw.tasks, hf_fdw.engines, hf_fdw.models TO PUBLIC;
+GRANT SELECT ON hf_fdw.tasks, hf_fdw.settings, hf_fdw.engines, hf_fdw.models
+    TO PUBLIC;
 
 -- ---------------------------------------------------------------------------
 -- _check_endpoint: refuse what is not an http(s) URL, and the retired host.
@@ -198,7 +301,8 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     base text;
-    unknown text;
+    message text;
+    detail text;
 BEGIN
     IF name IS NULL OR btrim(name) = '' THEN
         RAISE EXCEPTION 'engine name must not be empty'
@@ -215,29 +319,25 @@ BEGIN
         'engine endpoint'), '/');
 
     options := coalesce(options, '{}');
-    IF jsonb_typeof(options) <> 'object' THEN
-        RAISE EXCEPTION 'engine options must be a JSON object, not %',
-            jsonb_typeof(options)
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'e.g. options => ''{"timeout": 30, "max_retries": 3}''';
-    END IF;
-    SELECT string_agg(k, ', ') INTO unknown
-    FROM jsonb_object_keys(options) AS k
-    WHERE k NOT IN ('timeout', 'max_retries', 'concurrency', 'max_requests',
-                    'on_error', 'cache_ttl', 'verbose', 'max_media_bytes',
-                    'allow_private_urls', 'api_key_env');
-    IF unknown IS NOT NULL THEN
-        RAISE EXCEPTION 'unknown engine option: %', unknown
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'engine options are: timeout, max_retries, concurrency, '
-                      || 'max_requests, on_error, cache_ttl, verbose, '
-                      || 'max_media_bytes, allow_private_urls, api_key_env';
-    END IF;
+    PERFORM hf_fdw._check_settings(options);
 
-    EXECUTE format(
-        'CREATE SERVER %I FOREIGN DATA WRAPPER multicorn OPTIONS '
-        '(wrapper %L, engine_name %L, engine_endpoint %L, engine_options %L)',
-        name, 'hf_fdw.HuggingFaceFDW', name, base, options::text);
+    BEGIN
+        EXECUTE format(
+            'CREATE SERVER %I FOREIGN DATA WRAPPER multicorn OPTIONS '
+            '(wrapper %L, engine_name %L, engine_endpoint %L, engine_options %L)',
+            name, 'hf_fdw.HuggingFaceFDW', name, base, options::text);
+    EXCEPTION WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS message = MESSAGE_TEXT, detail = PG_EXCEPTION_DETAIL;
+        IF message LIKE 'Error in python:%' AND detail LIKE '%hf_fdw%' THEN
+            RAISE EXCEPTION 'the database server''s Python cannot import hf_fdw'
+                USING ERRCODE = 'undefined_file',
+                      DETAIL = message || ': ' || detail,
+                      HINT = 'install the package into the Python PostgreSQL '
+                          || 'embeds, or put it on the server''s PYTHONPATH '
+                          || '(README, Install, step 3), then restart the server';
+        END IF;
+        RAISE;
+    END;
     IF api_key IS NOT NULL THEN
         EXECUTE format(
             'CREATE USER MAPPING FOR PUBLIC SERVER %I OPTIONS (api_key %L)',

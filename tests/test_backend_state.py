@@ -79,7 +79,7 @@ def test_explain_shows_model_endpoint_and_inputs(spam: Any, endpoint: Any) -> No
         f"  Multicorn: hf_fdw: task text-classification, model acme/spam, "
         f"endpoint {host}" in plan
     )
-    assert "  Multicorn: hf_fdw: 3 input(s) to send, 1 already cached" in plan
+    assert "  Multicorn: hf_fdw: 3 input(s), 1 cached, 2 to send" in plan
     assert endpoint.requests_to(PATH)[-1].json == {"inputs": "hello"}
     assert len(endpoint.requests) == 1  # EXPLAIN itself sent nothing
 

@@ -389,3 +389,24 @@ def test_scrub_replaces_the_key() -> None:
     client = InferenceClient(engine_for("http://127.0.0.1:1", api_key=TOKEN))
     assert client.scrub(f"a {TOKEN} b {TOKEN}") == "a <api key> b <api key>"
     assert InferenceClient(engine_for("http://127.0.0.1:1")).scrub("a b") == "a b"
+
+
+def test_chat_only_model_gets_a_hint(endpoint: Any) -> None:
+    """text-generation on a model served only for chat."""
+    endpoint.script(
+        "/models/acme/chat",
+        Reply({"error": "Model acme/chat is not supported for task text-generation "
+                        "and provider hf-inference. Supported task: conversational."},
+              status=400),
+    )
+    client = InferenceClient(
+        EngineSettings("local", endpoint.url, timeout=5.0, max_retries=0,
+                       concurrency=1)
+    )
+    with pytest.raises(HfFdwError) as caught:
+        client.post(endpoint.url + "/models/acme/chat", {"inputs": "hi"}, "acme/chat")
+    assert "Supported task: conversational" in caught.value.detail
+    assert caught.value.hint == (
+        "model 'acme/chat' is served as a chat model only; hf_fdw does not call "
+        "the chat route yet: choose a model served for this task"
+    )

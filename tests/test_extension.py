@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from fix_http import Reply, spam_classifier
 
-from hf_fdw.options import ENGINE_SETTINGS, ROLE_OPTIONS
+from hf_fdw.options import ENGINE_SETTINGS, MODEL_SETTINGS, ROLE_OPTIONS
 from hf_fdw.tasks import TASKS
 
 psycopg = pytest.importorskip("psycopg", reason="psycopg (3) is not installed")
@@ -118,6 +118,7 @@ class TestEngines:
             ("'e', endpoint => 'localhost:8080'", "is not an http(s) URL"),
             ("'', endpoint => 'http://127.0.0.1:1'", "engine name must not be empty"),
             ("'e', options => '{\"timeot\": 3}'", "unknown engine option: timeot"),
+            ("'e', options => '{\"timeout\": null}'", "engine option timeout cannot"),
             ("'e', options => '[1]'", "engine options must be a JSON object"),
         ],
     )
@@ -146,21 +147,61 @@ class TestEngines:
         assert error.diag.message_primary == 'engine "local" already exists'
         assert "hf_fdw.drop_engine('local')" in error.diag.message_hint
 
-    def test_bad_engine_option_values_fail_at_the_first_model(
-        self, db: Any, endpoint: Any
+    @pytest.mark.parametrize(
+        ("options", "hint"),
+        [
+            ('{"timeout": -1}', "timeout takes a number from 0.1 to 600"),
+            ('{"timeout": "five"}', "timeout takes a number from 0.1 to 600"),
+            ('{"max_retries": 2.5}', "max_retries takes a whole number from 0 to 10"),
+            ('{"max_retries": "3"}', "max_retries takes a whole number from 0 to 10"),
+            ('{"concurrency": 0}', "concurrency takes a whole number from 1 to 64"),
+            ('{"on_error": "ignore"}', "on_error takes one of raise, null"),
+            ('{"verbose": "yes"}', "verbose takes true or false"),
+            ('{"api_key_env": "HF TOKEN"}', "the name of an environment variable"),
+        ],
+    )
+    def test_bad_engine_option_values(
+        self, db: Any, options: str, hint: str
     ) -> None:
-        db.execute(
-            "SELECT hf_fdw.create_engine('slow', endpoint => %s, "
-            "options => '{\"timeout\": -1}')",
-            (endpoint.url,),
-        )
         error = sql_error(
             db,
-            "SELECT hf_fdw.create_model('m', 'label', 'slow', "
-            "task => 'text-classification')",
+            "SELECT hf_fdw.create_engine('e', endpoint => 'http://127.0.0.1:9', "
+            "options => %s)",
+            (options,),
         )
-        assert "timeout must be a number from 0.1 to 600.0" in str(error)
-        assert models(db) == [] and foreign_tables(db) == []
+        assert error.diag.message_primary.startswith("engine option ")
+        assert hint in error.diag.message_hint
+        assert db.execute("SELECT count(*) FROM hf_fdw.engines").fetchone() == (0,)
+
+    def test_settings_catalog_matches_the_python_registry(self, db: Any) -> None:
+        rows = db.execute(
+            "SELECT name, kind, default_value, min_value, max_value, allowed, "
+            "per_model FROM hf_fdw.settings"
+        ).fetchall()
+        kinds = {float: "number", int: "integer", bool: "boolean"}
+        expected = set()
+        for name, (kind, default, low, high) in ENGINE_SETTINGS.items():
+            words = low if isinstance(low, tuple) else None
+            sql_kind = kinds.get(kind) or ("word" if words else "variable")
+            bounds = (None, None) if words or kind in (str, bool) else (low, high)
+            default_text = (
+                None if default is None
+                else str(default).lower() if kind is bool
+                else f"{default:g}" if kind is float
+                else str(default)
+            )
+            expected.add((name, sql_kind, default_text, *bounds,
+                          tuple(words) if words else None, name in MODEL_SETTINGS))
+        found = {
+            (n, k, d, None if lo is None else float(lo),
+             None if hi is None else float(hi), tuple(a) if a else None, p)
+            for n, k, d, lo, hi, a, p in rows
+        }
+        assert found == {
+            (n, k, d, None if lo is None else float(lo),
+             None if hi is None else float(hi), a, p)
+            for n, k, d, lo, hi, a, p in expected
+        }
 
     def test_drop_engine_refuses_while_models_use_it(self, local: Any) -> None:
         local.execute("SELECT hf_fdw.create_model('m1', 'label', 'local', "

@@ -519,6 +519,15 @@ class TestEngineOptions:
         assert error.message == "engine option on_error must be one of: raise, null"
 
 
+class TestBodyOptionsAreNotSettings:
+    def test_a_setting_in_options_is_refused(self) -> None:
+        error = error_of(
+            parse_model, {"task": "fill-mask", "options": '{"timeout": 5}'}, TEXT_TABLE
+        )
+        assert error.message == "options holds hf_fdw settings: timeout"
+        assert "ALTER FOREIGN TABLE ... OPTIONS (ADD timeout" in error.hint
+
+
 class TestModelOverrides:
     """A foreign table's own settings win over its engine's."""
 

@@ -112,10 +112,14 @@ class TestLabels:
         labels = {"NEGATIVE": "unhappy", "POSITIVE": "happy"}
         assert read("text-classification", answer, labels=labels) == "unhappy"
 
-    def test_object_keeps_a_class_it_does_not_name(self) -> None:
+    def test_object_that_misses_a_class_is_an_error(self) -> None:
+        """A typo in the mapping must not pass the raw class through."""
         answer = [{"label": "neutral", "score": 0.97}]
         labels = {"NEGATIVE": "unhappy"}
-        assert read("text-classification", answer, labels=labels) == "neutral"
+        with pytest.raises(HfFdwError) as caught:
+            read("text-classification", answer, labels=labels)
+        assert caught.value.message == "labels has no name for class 'neutral'"
+        assert caught.value.detail == "labels renames: 'NEGATIVE'"
 
     def test_c1_default_model_positive_renamed_by_array(self) -> None:
         """C1: task only, labels ["neg", "pos"], 'POSITIVE' becomes 'pos'."""
