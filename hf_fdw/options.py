@@ -390,7 +390,9 @@ def parse_model(options: Mapping[str, str], columns: Mapping[str, Any]) -> Model
     extras = _extra_columns(columns, input_columns)
     target = options.get("target_column")
     if target is None:
-        others = [c for c in columns if c not in input_columns and c not in extras]
+        others = [
+            c for c in columns if c not in input_columns and c not in extras.values()
+        ]
         if len(others) != 1:
             raise HfFdwError(
                 "cannot tell which column receives the prediction",
@@ -403,7 +405,7 @@ def parse_model(options: Mapping[str, str], columns: Mapping[str, Any]) -> Model
             f"target_column {target!r} is not a column of the table",
             detail="columns: " + ", ".join(columns),
         )
-    if target in input_columns or target in extras:
+    if target in input_columns or target in extras.values():
         raise HfFdwError(
             f"column {target!r} cannot be both an input and the prediction",
             hint="give the prediction its own column",

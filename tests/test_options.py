@@ -528,6 +528,38 @@ class TestBodyOptionsAreNotSettings:
         assert "ALTER FOREIGN TABLE ... OPTIONS (ADD timeout" in error.hint
 
 
+class TestExtraColumns:
+    def test_score_and_answer_columns_are_not_the_target(self) -> None:
+        columns = {
+            "text": column("text"),
+            "label": column("text"),
+            "confidence": SimpleNamespace(
+                type_name="double precision", options={"value": "score"}
+            ),
+            "raw": SimpleNamespace(type_name="jsonb", options={"value": "answer"}),
+        }
+        model = parse_model({"task": "text-classification"}, columns)
+        assert (model.target_column, model.score_column, model.answer_column) == (
+            "label", "confidence", "raw"
+        )
+
+    def test_an_extra_column_cannot_be_the_target(self) -> None:
+        columns = {
+            "text": column("text"),
+            "confidence": SimpleNamespace(
+                type_name="double precision", options={"value": "score"}
+            ),
+        }
+        error = error_of(
+            parse_model,
+            {"task": "text-classification", "target_column": "confidence"},
+            columns,
+        )
+        assert error.message == (
+            "column 'confidence' cannot be both an input and the prediction"
+        )
+
+
 class TestModelOverrides:
     """A foreign table's own settings win over its engine's."""
 
