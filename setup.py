@@ -28,6 +28,7 @@ setup(
             "pytest>=7",
             "psycopg[binary]>=3.1",
             "testcontainers>=4",
+            "hypothesis>=6",
         ],
     },
     entry_points={"console_scripts": ["hf-fdw = hf_fdw.cli:main"]},
