@@ -40,15 +40,6 @@ TABLE_OPTIONS = (
     "labels",
     "parameters",
     "options",
-    # Per-model overrides of the engine's settings:
-    "timeout",
-    "max_retries",
-    "concurrency",
-    "max_requests",
-    "on_error",
-    "cache_ttl",
-    "verbose",
-    "max_media_bytes",
 )
 
 # Which option names the column of each input role.
@@ -95,16 +86,11 @@ ENGINE_SETTINGS: dict[str, tuple[type, Any, Any, Any]] = {
     "allow_private_urls": (bool, False, None, None),
     "api_key_env": (str, None, None, None),
 }
-MODEL_SETTINGS = (
-    "timeout",
-    "max_retries",
-    "concurrency",
-    "max_requests",
-    "on_error",
-    "cache_ttl",
-    "verbose",
-    "max_media_bytes",
+MODEL_SETTINGS = tuple(
+    name for name in ENGINE_SETTINGS if name not in ("allow_private_urls", "api_key_env")
 )
+# A foreign table's options: the model's own, then its overrides of settings.
+TABLE_OPTIONS = TABLE_OPTIONS + MODEL_SETTINGS
 
 _VALUE_TYPES = {
     "text": ("text", "character varying", "character", "varchar", "name"),

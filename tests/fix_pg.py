@@ -23,6 +23,7 @@ import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -89,6 +90,15 @@ class ExternalDatabase:
 
     def close(self) -> None:
         pass
+
+
+def sql_error(db: Any, statement: str, params: Any = None) -> Any:
+    """Run a statement that must fail; return psycopg's error."""
+    import psycopg
+
+    with pytest.raises(psycopg.Error) as caught:
+        db.execute(statement, params)
+    return caught.value
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pytest
+from fix_pg import sql_error
 from fix_http import Reply, spam_classifier
 
 from hf_fdw.options import ENGINE_SETTINGS, MODEL_SETTINGS, ROLE_OPTIONS
@@ -16,10 +17,6 @@ psycopg = pytest.importorskip("psycopg", reason="psycopg (3) is not installed")
 TOKEN = "hf_TopSecretToken1234567890"
 
 
-def sql_error(db: Any, statement: str, params: Any = None) -> Any:
-    with pytest.raises(psycopg.Error) as caught:
-        db.execute(statement, params)
-    return caught.value
 
 
 def foreign_tables(db: Any) -> list[str]:

@@ -10,6 +10,7 @@ import zlib
 from typing import Any
 
 import pytest
+from fix_pg import sql_error
 from fix_http import Reply
 
 psycopg = pytest.importorskip("psycopg", reason="psycopg (3) is not installed")
@@ -45,10 +46,6 @@ def wav(frames: int = 1600) -> bytes:
     return out.getvalue()
 
 
-def sql_error(db: Any, statement: str, params: Any = None) -> Any:
-    with pytest.raises(psycopg.Error) as caught:
-        db.execute(statement, params)
-    return caught.value
 
 
 def engine(db: Any, endpoint: Any, allow_private: bool = False) -> None:

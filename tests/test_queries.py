@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from fix_pg import sql_error
 from fix_http import Reply, spam_classifier
 
 psycopg = pytest.importorskip("psycopg", reason="psycopg (3) is not installed")
@@ -17,11 +18,6 @@ psycopg = pytest.importorskip("psycopg", reason="psycopg (3) is not installed")
 SPAM_PATH = "/models/acme/spam-detector"
 
 
-def sql_error(db: Any, statement: str, params: Any = None) -> Any:
-    """Run a statement that must fail; return psycopg's error."""
-    with pytest.raises(psycopg.Error) as caught:
-        db.execute(statement, params)
-    return caught.value
 
 
 @pytest.fixture

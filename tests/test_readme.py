@@ -58,7 +58,15 @@ def local_server() -> Iterator[Any]:
     server.server_close()
 
 
-def test_readme_sql_works_when_pasted(db: Any, local_server: Any) -> None:
+@pytest.fixture
+def pasted(db: Any) -> Iterator[Any]:
+    """The database the README is pasted into; its tables go afterwards."""
+    yield db
+    db.execute("DROP TABLE IF EXISTS messages")
+
+
+def test_readme_sql_works_when_pasted(pasted: Any, local_server: Any) -> None:
+    db = pasted
     statements = readme_statements()
     assert len(statements) > 25
     cursor = psycopg.ClientCursor(db)

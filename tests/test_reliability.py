@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import pytest
+from fix_pg import sql_error
 from fix_http import Reply, spam_classifier
 
 psycopg = pytest.importorskip("psycopg", reason="psycopg (3) is not installed")
@@ -14,10 +15,6 @@ psycopg = pytest.importorskip("psycopg", reason="psycopg (3) is not installed")
 PATH = "/models/acme/spam"
 
 
-def sql_error(db: Any, statement: str, params: Any = None) -> Any:
-    with pytest.raises(psycopg.Error) as caught:
-        db.execute(statement, params)
-    return caught.value
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from fix_pg import sql_error
 from fix_http import Reply, spam_classifier
 
 from hf_fdw.cluster import pg_config
@@ -19,10 +20,6 @@ PATH = "/models/acme/spam"
 TOKEN = "hf_RoleSecret0123456789abcdef"
 
 
-def sql_error(db: Any, statement: str, params: Any = None) -> Any:
-    with pytest.raises(psycopg.Error) as caught:
-        db.execute(statement, params)
-    return caught.value
 
 
 @pytest.fixture
