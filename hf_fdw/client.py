@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -89,8 +90,78 @@ def _hint(
     return None
 
 
+# Hosts a Hugging Face token is meant for, wherever a model's endpoint points.
+HF_HOST_SUFFIXES = (".huggingface.co", ".huggingface.cloud", ".hf.space")
+
+
+def key_goes_to(url: str, engine_endpoint: str) -> bool:
+    """Whether the engine's key may be sent to ``url``.
+
+    To the engine's own host, and to Hugging Face's hosts (a dedicated
+    Inference Endpoint needs the token); never to any other host that a
+    model's owner names, who may not be the key's owner.
+    """
+    host = (urlsplit(url).hostname or "").lower()
+    engine_parts = urlsplit(engine_endpoint)
+    if host == (engine_parts.hostname or "").lower() and urlsplit(
+        url
+    ).port == engine_parts.port:
+        return True
+    return host == "huggingface.co" or host.endswith(HF_HOST_SUFFIXES)
+
+
 class Stopped(Exception):
     """The statement that asked for this request was cancelled."""
+
+
+class StopSignal:
+    """A statement's stop request, shared by the requests it started.
+
+    Setting it ends retries and backoff waits, and shuts down the sockets of
+    answers still being read, so no worker thread outlives the statement by
+    more than a moment.
+    """
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._lock = threading.Lock()
+        self._sockets: set[socket.socket] = set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def wait(self, seconds: float) -> bool:
+        return self._event.wait(seconds)
+
+    def set(self) -> None:
+        self._event.set()
+        with self._lock:
+            for sock in self._sockets:
+                _shut(sock)
+
+    def watch(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.add(sock)
+            if self._event.is_set():
+                _shut(sock)
+
+    def forget(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.discard(sock)
+
+
+def _shut(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+def _socket_of(response: requests.Response) -> socket.socket | None:
+    """The socket an answer is read from (urllib3 1.26 and 2.x alike)."""
+    connection = getattr(response.raw, "connection", None)
+    sock = getattr(connection, "sock", None)
+    return sock if isinstance(sock, socket.socket) else None
 
 
 class InferenceClient:
@@ -127,10 +198,15 @@ class InferenceClient:
             session = requests.Session()
             session.trust_env = False
             session.headers["User-Agent"] = "hf_fdw/0.1"
-            if self.engine.api_key:
-                session.headers["Authorization"] = f"Bearer {self.engine.api_key}"
             self._local.session = session
         return session
+
+    def _headers(self, url: str, content_type: str) -> dict[str, str]:
+        """The request's headers; the key only for hosts that may have it."""
+        headers = {"Content-Type": content_type}
+        if self.engine.api_key and key_goes_to(url, self.engine.endpoint):
+            headers["Authorization"] = f"Bearer {self.engine.api_key}"
+        return headers
 
     def scrub(self, text: str) -> str:
         """Remove the API key from any text bound for a message."""
@@ -144,12 +220,14 @@ class InferenceClient:
         url: str,
         body: Any,
         model_id: str | None = None,
-        stop: threading.Event | None = None,
+        stop: StopSignal | threading.Event | None = None,
     ) -> Any:
         """POST ``body`` as JSON and return the decoded answer.
 
         ``stop``, when set by the caller (a cancelled statement), ends the
         retries: no new attempt starts and a backoff wait is cut short.
+        Each answer is read within the engine's ``timeout`` in all and at
+        most ``MAX_BODY`` bytes (once decompressed); redirects are refused.
         """
         host = urlsplit(url).netloc
         attempt = 0
@@ -164,12 +242,16 @@ class InferenceClient:
             try:
                 with self._count_lock:
                     self.requests_sent += 1
+                started = time.monotonic()
                 response = self._session().post(
                     url,
                     data=data,
-                    headers={"Content-Type": content_type},
+                    headers=self._headers(url, content_type),
                     timeout=(min(10.0, self.engine.timeout), self.engine.timeout),
+                    allow_redirects=False,
+                    stream=True,
                 )
+                self._read_body(response, host, started, stop)
             except requests.Timeout:
                 failure: str | None = (
                     f"no answer from {host} within {self.engine.timeout:g} s"
@@ -197,6 +279,14 @@ class InferenceClient:
 
             if response.status_code == 200:
                 return self._decode(response, host)
+            if 300 <= response.status_code < 400:
+                raise HfFdwError(
+                    f"inference endpoint {host} answered a redirect "
+                    f"(HTTP {response.status_code})",
+                    detail="to " + self.scrub(response.headers.get("Location", "?")),
+                    hint="give the final URL as the endpoint; hf_fdw does not "
+                    "follow redirects, which would drop the request's body",
+                )
 
             words = _server_words(response, self.scrub)
             if (
@@ -214,12 +304,60 @@ class InferenceClient:
                 hint=_hint(response.status_code, self.engine, model_id, words),
             )
 
+    def _read_body(
+        self,
+        response: requests.Response,
+        host: str,
+        started: float,
+        stop: StopSignal | threading.Event | None,
+    ) -> None:
+        """Read the answer's body within the time and size limits.
+
+        A read timeout bounds each wait for data, not a whole answer: a server
+        that sends a byte a second would never trip it. So a timer shuts the
+        socket down when the engine's timeout has passed since the request
+        started, and so does the statement's stop signal.
+        """
+        sock = _socket_of(response)
+        remaining = max(0.0, self.engine.timeout - (time.monotonic() - started))
+        timer = threading.Timer(remaining, _shut, (sock,)) if sock else None
+        watching = isinstance(stop, StopSignal) and sock is not None
+        if timer:
+            timer.daemon = True
+            timer.start()
+        if watching:
+            stop.watch(sock)
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            for chunk in response.iter_content(64 * 1024):
+                size += len(chunk)
+                if size > MAX_BODY:
+                    raise HfFdwError(
+                        f"answer from {host} is too large",
+                        detail=f"more than {MAX_BODY} bytes",
+                        hint="ask for less (parameters such as top_k), or use "
+                        "another endpoint",
+                    )
+                chunks.append(chunk)
+        except (requests.RequestException, OSError) as exc:
+            if time.monotonic() - started >= self.engine.timeout:
+                raise requests.Timeout() from exc
+            if stop is not None and stop.is_set():
+                raise Stopped() from exc
+            raise
+        finally:
+            if timer:
+                timer.cancel()
+            if watching:
+                stop.forget(sock)
+            response.close()
+        if time.monotonic() - started >= self.engine.timeout and sock is not None:
+            # The timer cut the socket; what arrived may look like a clean end.
+            raise requests.Timeout()
+        response._content = b"".join(chunks)
+
     def _decode(self, response: requests.Response, host: str) -> Any:
-        if len(response.content) > MAX_BODY:
-            raise HfFdwError(
-                f"answer from {host} is too large",
-                detail=f"{len(response.content)} bytes",
-            )
         try:
             return response.json()
         except ValueError:

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from hf_fdw import cache, interrupts
 from hf_fdw.cache import AnswerCache
-from hf_fdw.client import InferenceClient
+from hf_fdw.client import InferenceClient, StopSignal
 from hf_fdw.errors import HfFdwError
 from hf_fdw.media import Media, media_from_value, sniff_mime
 from hf_fdw.options import EngineSettings, ModelSettings, request_url
@@ -166,7 +166,7 @@ class Predictor:
                 "endpoint => 'http://127.0.0.1:8080'",
             )
 
-    def predict_one(self, inputs: Inputs, stop: threading.Event | None = None) -> Any:
+    def predict_one(self, inputs: Inputs, stop: StopSignal | None = None) -> Any:
         """Ask the endpoint for one input tuple; return what its row needs.
 
         That is the target value, or, when the table has a score or answer
@@ -307,7 +307,7 @@ class Predictor:
 
     def _ask(self, todo: list[Inputs]) -> list[Any]:
         """Send the requests in the pool while watching for a cancel."""
-        stop = threading.Event()
+        stop = StopSignal()
         pool = self._executor()
         futures = [pool.submit(self.predict_one, inputs, stop) for inputs in todo]
         try:

@@ -770,16 +770,30 @@ AS $$
 DECLARE
     cmd record;
     line text;
+    reserved text;
 BEGIN
     FOR cmd IN
-        SELECT c.objid
+        SELECT DISTINCT c.objid, ft.ftoptions
         FROM pg_event_trigger_ddl_commands() c
         JOIN pg_foreign_table ft ON ft.ftrelid = c.objid
         JOIN pg_foreign_server s ON s.oid = ft.ftserver
-        WHERE c.object_type = 'foreign table'
+        WHERE c.object_type IN ('foreign table', 'foreign table column')
           AND EXISTS (SELECT FROM unnest(s.srvoptions) AS o
                       WHERE o LIKE 'wrapper=hf\_fdw.%')
     LOOP
+        -- Multicorn merges table, server and user mapping options into one;
+        -- a table must not set what belongs to its engine.
+        SELECT string_agg(o.option_name, ', ') INTO reserved
+        FROM pg_options_to_table(cmd.ftoptions) AS o
+        WHERE o.option_name IN ('wrapper', 'engine_name', 'engine_endpoint',
+                                'engine_options', 'api_key', 'api_key_env',
+                                'allow_private_urls');
+        IF reserved IS NOT NULL THEN
+            RAISE EXCEPTION 'a model''s table cannot set %', reserved
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'these belong to the engine: its owner sets them '
+                          || 'with hf_fdw.create_engine or hf_fdw.set_api_key';
+        END IF;
         FOR line IN EXECUTE format('EXPLAIN SELECT * FROM %s', cmd.objid::regclass)
         LOOP
             NULL;
@@ -791,3 +805,39 @@ $$;
 CREATE EVENT TRIGGER hf_fdw_ddl_end ON ddl_command_end
     WHEN TAG IN ('CREATE FOREIGN TABLE', 'ALTER FOREIGN TABLE')
     EXECUTE FUNCTION hf_fdw._on_ddl_end();
+
+-- A user mapping of an engine's server holds its key and nothing else: its
+-- options reach the Python wrapper merged over the server's, so any other
+-- option would let a role with USAGE on the engine redirect its requests,
+-- read the server's environment, or pick another wrapper class. Runs as the
+-- extension's owner, since only superusers may read pg_user_mapping.
+CREATE FUNCTION hf_fdw._on_user_mapping()
+RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    extra text;
+BEGIN
+    SELECT string_agg(DISTINCT o.option_name, ', ') INTO extra
+    FROM pg_event_trigger_ddl_commands() c
+    JOIN pg_user_mapping um ON um.oid = c.objid
+    JOIN pg_foreign_server s ON s.oid = um.umserver
+    CROSS JOIN LATERAL pg_options_to_table(um.umoptions) AS o
+    WHERE c.object_type = 'user mapping'
+      AND EXISTS (SELECT FROM unnest(s.srvoptions) AS w
+                  WHERE w LIKE 'wrapper=hf\_fdw.%')
+      AND o.option_name <> 'api_key';
+    IF extra IS NOT NULL THEN
+        RAISE EXCEPTION 'a user mapping of an hf_fdw engine may hold only api_key'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'refused: ' || extra,
+                  HINT = 'store a key with hf_fdw.set_api_key(engine, key, '
+                      || 'for_role)';
+    END IF;
+END;
+$$;
+
+CREATE EVENT TRIGGER hf_fdw_user_mapping ON ddl_command_end
+    WHEN TAG IN ('CREATE USER MAPPING', 'ALTER USER MAPPING')
+    EXECUTE FUNCTION hf_fdw._on_user_mapping();

@@ -410,3 +410,119 @@ def test_chat_only_model_gets_a_hint(endpoint: Any) -> None:
         "model 'acme/chat' is served as a chat model only; hf_fdw does not call "
         "the chat route yet: choose a model served for this task"
     )
+
+
+class _RawServer:
+    """A socket server on 127.0.0.1 that answers with bytes a test gives."""
+
+    def __init__(self, answer: Any) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(4)
+        self.url = "http://127.0.0.1:%d/models/x" % self.sock.getsockname()[1]
+        self.answer = answer
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)
+                try:
+                    self.answer(conn)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def engine_with(url: str, **settings: Any) -> EngineSettings:
+    values: dict[str, Any] = {"name": "raw", "endpoint": url, "timeout": 1.0,
+                              "max_retries": 0, "concurrency": 1}
+    values.update(settings)
+    return EngineSettings(**values)
+
+
+def test_a_trickling_answer_ends_at_the_engine_timeout() -> None:
+    """A byte every 0.2 s never trips a read timeout; the total one ends it."""
+
+    def trickle(conn: socket.socket) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 100000\r\n\r\n")
+        for _ in range(100):
+            conn.sendall(b" ")
+            time.sleep(0.2)
+
+    server = _RawServer(trickle)
+    try:
+        client = InferenceClient(engine_with(server.url))
+        started = time.monotonic()
+        with pytest.raises(HfFdwError) as caught:
+            client.post(server.url, {"inputs": "x"})
+        assert time.monotonic() - started < 2.0
+        assert caught.value.detail == "no answer from %s within 1 s" % (
+            server.url.split("/")[2]
+        )
+    finally:
+        server.close()
+
+
+def test_a_huge_compressed_answer_is_stopped(monkeypatch: Any) -> None:
+    """Sizes count decompressed bytes: a small gzip bomb is refused."""
+    import gzip
+
+    import hf_fdw.client as client_module
+
+    monkeypatch.setattr(client_module, "MAX_BODY", 1_000_000)
+    bomb = gzip.compress(b"[" + b" " * 5_000_000 + b"]")
+
+    def send_bomb(conn: socket.socket) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                     b"Content-Encoding: gzip\r\nContent-Length: %d\r\n\r\n"
+                     % len(bomb) + bomb)
+
+    server = _RawServer(send_bomb)
+    try:
+        client = InferenceClient(engine_with(server.url, timeout=5.0))
+        with pytest.raises(HfFdwError) as caught:
+            client.post(server.url, {"inputs": "x"})
+        assert caught.value.message.endswith("is too large")
+        assert caught.value.detail == "more than 1000000 bytes"
+    finally:
+        server.close()
+
+
+def test_redirects_are_refused(endpoint: Any) -> None:
+    """Following a 302 would turn the POST into a body-less GET."""
+    endpoint.script("/models/moved", Reply({}, status=302,
+                                           headers={"Location": "/models/new"}))
+    client = InferenceClient(engine_with(endpoint.url))
+    with pytest.raises(HfFdwError) as caught:
+        client.post(endpoint.url + "/models/moved", {"inputs": "x"})
+    assert "answered a redirect (HTTP 302)" in caught.value.message
+    assert caught.value.detail == "to /models/new"
+    assert [r.path for r in endpoint.requests] == ["/models/moved"]
+
+
+def test_stop_signal_cuts_an_answer_being_read() -> None:
+    from hf_fdw.client import Stopped, StopSignal
+
+    def slow(conn: socket.socket) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n[")
+        time.sleep(5)
+
+    server = _RawServer(slow)
+    try:
+        client = InferenceClient(engine_with(server.url, timeout=10.0))
+        stop = StopSignal()
+        threading.Timer(0.3, stop.set).start()
+        started = time.monotonic()
+        with pytest.raises(Stopped):
+            client.post(server.url, {"inputs": "x"}, stop=stop)
+        assert time.monotonic() - started < 1.5
+    finally:
+        server.close()

@@ -218,3 +218,86 @@ def test_dump_and_restore_round_trip(db: Any, endpoint: Any, postgres: Any) -> N
             source.replace("dbname=hf_fdw_test", "dbname=postgres"), autocommit=True
         ) as admin:
             admin.execute("DROP DATABASE IF EXISTS hf_fdw_restored")
+
+
+class TestEngineUsersCannotTakeTheEngine:
+    """A role with USAGE on an engine uses it; it cannot read or redirect it."""
+
+    @pytest.fixture
+    def shared(self, roles: Any, endpoint: Any, postgres: Any) -> Iterator[Any]:
+        endpoint.respond(PATH, spam_classifier)
+        roles.execute("SELECT hf_fdw.create_engine('shared', %s, endpoint => %s)",
+                      (TOKEN, endpoint.url))
+        roles.execute("GRANT USAGE ON FOREIGN SERVER shared TO bob")
+        roles.execute("ALTER ROLE bob LOGIN")
+        with psycopg.connect(postgres.dsn.replace("user=postgres", "user=bob"),
+                             autocommit=True) as bob:
+            yield bob
+
+    def test_key_is_not_sent_to_a_model_endpoint_elsewhere(
+        self, shared: Any, endpoint: Any, _scripted_server: Any
+    ) -> None:
+        from fix_http import ScriptedServer
+
+        thief = ScriptedServer()
+        try:
+            thief.script("/steal", Reply([[{"label": "LABEL_0", "score": 1.0}]]))
+            shared.execute(
+                "SELECT hf_fdw.create_model('steal', 'p', 'shared', "
+                "task => 'text-classification', model_name => 'x', endpoint => %s)",
+                (thief.url + "/steal",),
+            )
+            shared.execute("SELECT p FROM steal WHERE text = 'a'").fetchall()
+            assert "Authorization" not in thief.requests[0].headers
+        finally:
+            thief.close()
+        # The engine's own host still gets it.
+        shared.execute("SELECT hf_fdw.create_model('mine', 'p', 'shared', "
+                       "task => 'text-classification', model_name => 'acme/spam')")
+        shared.execute("SELECT p FROM mine WHERE text = 'b'").fetchall()
+        assert endpoint.requests[-1].headers["Authorization"] == f"Bearer {TOKEN}"
+
+    @pytest.mark.parametrize(
+        "options",
+        [
+            "engine_endpoint 'http://127.0.0.1:9'",
+            "engine_options '{\"api_key_env\": \"PGDATA\"}'",
+            "wrapper 'hf_fdw.BackendStateFDW', view 'usage'",
+        ],
+    )
+    def test_user_mapping_may_hold_only_a_key(
+        self, shared: Any, options: str
+    ) -> None:
+        error = sql_error(
+            shared, f"CREATE USER MAPPING FOR bob SERVER shared OPTIONS ({options})"
+        )
+        assert error.diag.message_primary == (
+            "a user mapping of an hf_fdw engine may hold only api_key"
+        )
+        assert "hf_fdw.set_api_key" in error.diag.message_hint
+        shared.execute("CREATE USER MAPPING FOR bob SERVER shared "
+                       "OPTIONS (api_key 'hf_bobs_own')")
+
+    @pytest.mark.parametrize(
+        "option",
+        ["engine_options '{\"api_key_env\": \"PGDATA\"}'", "api_key 'x'",
+         "wrapper 'hf_fdw.BackendStateFDW'"],
+    )
+    def test_a_table_cannot_set_engine_options(self, shared: Any, option: str) -> None:
+        error = sql_error(
+            shared, "CREATE FOREIGN TABLE t (text text, p text) SERVER shared "
+            f"OPTIONS (task 'fill-mask', {option})"
+        )
+        # (Multicorn itself refuses a wrapper option on a table.)
+        assert "cannot set" in error.diag.message_primary.lower()
+
+
+def test_renaming_an_input_column_is_refused(db: Any, endpoint: Any) -> None:
+    db.execute("SELECT hf_fdw.create_engine('local', endpoint => %s)", (endpoint.url,))
+    db.execute("SELECT hf_fdw.create_model('m', 'p', 'local', task => 'fill-mask')")
+    error = sql_error(db, "ALTER FOREIGN TABLE m RENAME COLUMN text TO body")
+    assert error.diag.message_primary == "input_column 'text' is not a column of the table"
+    assert db.execute(
+        "SELECT attname FROM pg_attribute WHERE attrelid = 'm'::regclass "
+        "AND attnum = 1"
+    ).fetchone() == ("text",)
