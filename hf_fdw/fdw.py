@@ -113,6 +113,13 @@ class HuggingFaceFDW(ForeignDataWrapper):
             lines.append("hf_fdw: one request per distinct input from the join")
         return lines
 
+    @property
+    def rowid_column(self) -> str:
+        raise HfFdwError(
+            "a model's predictions cannot be changed",
+            hint="keep your data in a table of yours and JOIN it with the model",
+        )
+
     def begin(self, serializable: Any) -> None:
         self.predictor.forget()
 

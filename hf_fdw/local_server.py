@@ -1220,11 +1220,12 @@ class InferenceRequestHandler(BaseHTTPRequestHandler):
         total = 0
         while True:
             line = self.rfile.readline(1024)
-            try:
-                size = int(line.split(b";")[0].strip(), 16)
-            except ValueError:
+            field = line.split(b";")[0].strip()
+            if not re.fullmatch(rb"[0-9A-Fa-f]{1,16}", field):
+                # int(..., 16) would also take "-1", "+5" and "0x10".
                 self.close_connection = True
-                raise _bad("the chunked body is malformed") from None
+                raise _bad("the chunked body is malformed")
+            size = int(field, 16)
             if size == 0:
                 while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
                     pass

@@ -93,7 +93,8 @@ MODEL_SETTINGS = tuple(
 TABLE_OPTIONS = TABLE_OPTIONS + MODEL_SETTINGS
 
 _VALUE_TYPES = {
-    "text": ("text", "character varying", "character", "varchar", "name"),
+    # No length limit: a longer prediction must not be cut or refused.
+    "text": ("text", "character varying", "varchar"),
     "double precision": ("double precision", "real", "numeric"),
     "double precision[]": ("double precision[]", "real[]", "numeric[]"),
     "jsonb": ("jsonb", "json"),
@@ -398,7 +399,9 @@ def parse_model(options: Mapping[str, str], columns: Mapping[str, Any]) -> Model
         )
     type_name = _column_type(columns, target)
     accepted = _VALUE_TYPES[task.value_type]
-    if _base_type(type_name) not in accepted:
+    if _base_type(type_name) not in accepted or (
+        task.value_type == "text" and type_name != _base_type(type_name)
+    ):
         raise HfFdwError(
             f"column {target!r} has type {type_name}, but task {task.name} "
             f"gives {task.value_type}",

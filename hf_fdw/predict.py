@@ -46,6 +46,8 @@ def _values(qual: QualLike) -> list[Any] | None:
         name, use_any = operator
         if name == "=" and use_any and isinstance(qual.value, (list, tuple)):
             return list(qual.value)
+        if name == "=" and use_any and qual.value is None:
+            return []  # = ANY(NULL::text[]) matches nothing
         return None
     if operator == "=":
         return [qual.value]
@@ -89,6 +91,24 @@ def inputs_from_quals(
             f"JOIN another table ON its column = \"{example}\"",
         )
     return list(itertools.product(*(wanted[c] for c in input_columns)))
+
+
+def _check_text(value: str, task: str) -> None:
+    """Text PostgreSQL can store: no NUL, no lone surrogate."""
+    problem = None
+    if "\x00" in value:
+        problem = "a NUL character, which PostgreSQL text cannot hold"
+    else:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            problem = "a lone UTF-16 surrogate, which is not valid text"
+    if problem:
+        raise AnswerError(
+            f"the answer for task {task} holds {problem}",
+            detail=repr(value[:100]),
+            hint="the endpoint sent malformed text; check the model",
+        )
 
 
 @dataclass(frozen=True)
@@ -137,10 +157,17 @@ class Predictor:
             if engine.cache_ttl is not None
             else model.spec.default_cache_ttl
         )
+        # Whose key pays for an answer is part of it: a role whose mapping has
+        # no key must not be served what another role's key bought.
+        key_id = (
+            hashlib.sha256(engine.api_key.encode()).hexdigest()[:16]
+            if engine.api_key
+            else None
+        )
         self._model_key = cache.model_key(
             self.url, model.model, model.task, model.parameters, model.options,
             model.labels, model.candidate_labels, model.score_column is not None,
-            model.answer_column is not None,
+            model.answer_column is not None, key_id,
         )
         self.usage = USAGE.setdefault(
             (engine.name, model.model or self.url, model.task), Usage()
@@ -193,6 +220,8 @@ class Predictor:
                 detail = self.client.scrub(exc.detail)
                 exc.detail = detail if len(detail) <= 300 else detail[:300] + "..."
             raise
+        if isinstance(value, str):
+            _check_text(value, self.model.task)
         if self.model.value_type == "jsonb":
             value = json.dumps(value)
         if not (self.model.score_column or self.model.answer_column):

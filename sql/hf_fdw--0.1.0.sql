@@ -231,6 +231,11 @@ BEGIN
                   HINT = 'give a URL such as http://127.0.0.1:8080 or '
                       || 'https://<name>.endpoints.huggingface.cloud';
     END IF;
+    IF url ~* '^https?://[^/?#]*@' THEN
+        RAISE EXCEPTION '% must not carry credentials in the URL', what
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'give the key as api_key, which is kept in a user mapping';
+    END IF;
     IF host = 'api-inference.huggingface.co' THEN
         RAISE EXCEPTION '% names the retired host %', what, host
             USING ERRCODE = 'invalid_parameter_value',
@@ -307,6 +312,11 @@ BEGIN
     IF name IS NULL OR btrim(name) = '' THEN
         RAISE EXCEPTION 'engine name must not be empty'
             USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF octet_length(name) > 63 THEN
+        RAISE EXCEPTION 'engine name is longer than 63 bytes'
+            USING ERRCODE = 'name_too_long',
+                  HINT = 'PostgreSQL names are at most 63 bytes; choose a shorter one';
     END IF;
     IF EXISTS (SELECT FROM hf_fdw.engines e WHERE e.name = create_engine.name) THEN
         RAISE EXCEPTION 'engine "%" already exists', name
@@ -447,6 +457,13 @@ BEGIN
     IF name IS NULL OR btrim(name) = '' THEN
         RAISE EXCEPTION 'model name must not be empty'
             USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF octet_length(name) > 63 OR octet_length(predict) > 63
+       OR octet_length(input_column) > 63 OR octet_length(context_column) > 63
+       OR octet_length(input_column2) > 63 THEN
+        RAISE EXCEPTION 'a model or column name is longer than 63 bytes'
+            USING ERRCODE = 'name_too_long',
+                  HINT = 'PostgreSQL names are at most 63 bytes; choose a shorter one';
     END IF;
     IF predict IS NULL OR btrim(predict) = '' THEN
         RAISE EXCEPTION 'predict must name the column that receives the prediction'
@@ -841,3 +858,54 @@ $$;
 CREATE EVENT TRIGGER hf_fdw_user_mapping ON ddl_command_end
     WHEN TAG IN ('CREATE USER MAPPING', 'ALTER USER MAPPING')
     EXECUTE FUNCTION hf_fdw._on_user_mapping();
+
+-- An engine's server renamed or re-optioned by hand (ALTER SERVER) keeps its
+-- catalog row in step: the new name, endpoint and options, checked as
+-- create_engine checks them.
+CREATE FUNCTION hf_fdw._on_alter_server()
+RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    server record;
+    old_name text;
+    engine_options jsonb;
+BEGIN
+    FOR server IN
+        SELECT s.srvname, s.srvoptions
+        FROM pg_event_trigger_ddl_commands() c
+        JOIN pg_foreign_server s ON s.oid = c.objid
+        WHERE c.object_type = 'server'
+          AND 'wrapper=hf_fdw.HuggingFaceFDW' = ANY (s.srvoptions)
+    LOOP
+        SELECT o.option_value INTO old_name
+        FROM pg_options_to_table(server.srvoptions) AS o
+        WHERE o.option_name = 'engine_name';
+        SELECT o.option_value::jsonb INTO engine_options
+        FROM pg_options_to_table(server.srvoptions) AS o
+        WHERE o.option_name = 'engine_options';
+        PERFORM hf_fdw._check_settings(coalesce(engine_options, '{}'));
+
+        IF old_name IS NOT NULL AND old_name <> server.srvname THEN
+            UPDATE hf_fdw.engines SET name = server.srvname WHERE name = old_name;
+            UPDATE hf_fdw.models SET engine = server.srvname WHERE engine = old_name;
+            EXECUTE format('ALTER SERVER %I OPTIONS (SET engine_name %L)',
+                           server.srvname, server.srvname);
+        END IF;
+        UPDATE hf_fdw.engines e
+        SET endpoint = coalesce(
+                (SELECT rtrim(hf_fdw._check_endpoint(o.option_value,
+                                                     'engine endpoint'), '/')
+                 FROM pg_options_to_table(server.srvoptions) AS o
+                 WHERE o.option_name = 'engine_endpoint'),
+                'https://router.huggingface.co/hf-inference'),
+            options = coalesce(engine_options, '{}')
+        WHERE e.name = server.srvname;
+    END LOOP;
+END;
+$$;
+
+CREATE EVENT TRIGGER hf_fdw_alter_server ON ddl_command_end
+    WHEN TAG IN ('ALTER SERVER')
+    EXECUTE FUNCTION hf_fdw._on_alter_server();

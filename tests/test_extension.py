@@ -540,3 +540,50 @@ def test_key_never_leaks(db: Any, endpoint: Any, postgres: Any) -> None:
     for text in (str(error), repr(explain), repr(described), repr(catalog),
                  server_log):
         assert TOKEN not in text
+
+
+class TestServerAlteredByHand:
+    def test_rename_follows_to_the_catalog(self, local: Any) -> None:
+        local.execute("SELECT hf_fdw.create_model('m', 'p', 'local', "
+                      "task => 'fill-mask')")
+        local.execute("ALTER SERVER local RENAME TO renamed")
+        assert local.execute(
+            "SELECT e.name, m.engine FROM hf_fdw.engines e, hf_fdw.models m"
+        ).fetchall() == [("renamed", "renamed")]
+        local.execute("SELECT hf_fdw.drop_engine('renamed', cascade => true)")
+        assert local.execute("SELECT count(*) FROM hf_fdw.engines").fetchone() == (0,)
+        assert models(local) == []
+
+    def test_new_options_follow_and_are_checked(self, local: Any) -> None:
+        local.execute("ALTER SERVER local OPTIONS (SET engine_endpoint "
+                      "'http://127.0.0.1:9/', SET engine_options '{\"timeout\": 7}')")
+        assert local.execute(
+            "SELECT endpoint, options::text FROM hf_fdw.engines"
+        ).fetchone() == ("http://127.0.0.1:9", '{"timeout": 7}')
+        error = sql_error(local, "ALTER SERVER local OPTIONS "
+                                 "(SET engine_options '{\"timeout\": -3}')")
+        assert error.diag.message_primary == "engine option timeout cannot be -3"
+
+    def test_credentials_in_an_endpoint_are_refused(self, db: Any) -> None:
+        error = sql_error(db, "SELECT hf_fdw.create_engine('cred', "
+                              "endpoint => 'http://admin:hunter2@127.0.0.1:9')")
+        assert error.diag.message_primary == (
+            "engine endpoint must not carry credentials in the URL"
+        )
+
+    def test_names_over_63_bytes_are_refused(self, local: Any) -> None:
+        error = sql_error(local, "SELECT hf_fdw.create_engine(%s)", ("e" * 64,))
+        assert error.diag.message_primary == "engine name is longer than 63 bytes"
+        error = sql_error(local, "SELECT hf_fdw.create_model(%s, 'p', 'local', "
+                                 "task => 'fill-mask')", ("é" * 32,))
+        assert error.diag.message_primary == (
+            "a model or column name is longer than 63 bytes"
+        )
+        assert models(local) == []
+
+    def test_model_tables_are_read_only(self, local: Any) -> None:
+        local.execute("SELECT hf_fdw.create_model('m', 'p', 'local', "
+                      "task => 'fill-mask')")
+        error = sql_error(local, "INSERT INTO m VALUES ('a', 'b')")
+        assert error.diag.message_primary == "a model's predictions cannot be changed"
+        assert "JOIN" in error.diag.message_hint

@@ -459,6 +459,18 @@ def test_chunked_body_is_read(url: str) -> None:
     assert answer[0] == pytest.approx(0.695, abs=0.005)
 
 
+@pytest.mark.parametrize("size", [b"-1", b"+5", b"0x10", b"-ffff"])
+def test_chunk_sizes_that_are_no_sizes_are_refused(url: str, size: bytes) -> None:
+    """A negative size once made the server read to the end of the stream."""
+    request = (
+        f"POST /models/{MINILM} HTTP/1.1\r\nHost: x\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n"
+    ).encode() + size + b"\r\n" + b"x" * 1000
+    status, answer = raw_request(url, request)
+    assert status == 400
+    assert answer["error"] == "the chunked body is malformed"
+
+
 def test_wrong_route_and_method(http: requests.Session, url: str) -> None:
     response = http.post(f"{url}/v1/chat/completions", json={}, timeout=10)
     assert response.status_code == 404 and "no route" in response.json()["error"]

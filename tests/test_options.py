@@ -202,7 +202,6 @@ class TestTargetType:
         [
             ("summarization", "text"),
             ("summarization", "character varying"),
-            ("summarization", "character varying(200)"),
             ("sentence-similarity", "double precision"),
             ("sentence-similarity", "real"),
             ("sentence-similarity", "numeric(5,4)"),
@@ -224,6 +223,8 @@ class TestTargetType:
         [
             ("summarization", "integer", "text"),
             ("summarization", "text[]", "text"),
+            ("summarization", "character varying(2)", "text"),
+            ("summarization", "name", "text"),
             ("sentence-similarity", "text", "double precision"),
             ("sentence-similarity", "double precision[]", "double precision"),
             ("feature-extraction", "double precision", "double precision[]"),

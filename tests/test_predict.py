@@ -480,3 +480,35 @@ class TestErrors:
         predictor = Predictor(engine_for(ROUTER_URL), model)
         assert predictor.predict([("hello",)]) == ["spam"]
         assert [r.path for r in endpoint.requests] == ["/classify"]
+
+
+class TestOddAnswersAndQuals:
+    def test_any_of_null_array_asks_for_nothing(self) -> None:
+        assert inputs_from_quals([qual("text", ("=", True), None)], ("text",)) == []
+
+    @pytest.mark.parametrize(
+        ("label", "problem"),
+        [("a\u0000b", "a NUL character"), ("a\ud800b", "a lone UTF-16 surrogate")],
+    )
+    def test_text_postgres_cannot_hold_is_an_error(
+        self, endpoint: Any, label: str, problem: str
+    ) -> None:
+        endpoint.script(SPAM, Reply([[{"label": label, "score": 0.9}]]))
+        model = parse_model(
+            {"task": "text-classification", "model": "acme/spam"},
+            {"text": column("text"), "is_spam": column("text")},
+        )
+        predictor = Predictor(engine_for(endpoint.url), model)
+        with pytest.raises(AnswerError) as caught:
+            predictor.predict([("x",)])
+        assert problem in caught.value.message
+
+    def test_answers_bought_with_a_key_are_not_served_without_it(
+        self, endpoint: Any
+    ) -> None:
+        endpoint.respond(SPAM, spam_classifier)
+        with_key = Predictor(engine_for(endpoint.url, api_key="hf_alice"), spam_model())
+        without = Predictor(engine_for(endpoint.url), spam_model())
+        assert with_key.predict([("win free",)]) == ["spam"]
+        assert without.predict([("win free",)]) == ["spam"]
+        assert len(endpoint.requests) == 2
