@@ -358,6 +358,10 @@ class InferenceClient:
         response._content = b"".join(chunks)
 
     def _decode(self, response: requests.Response, host: str) -> Any:
+        """JSON, or for an image or a sound (text-to-image) the raw bytes."""
+        content_type = response.headers.get("Content-Type", "").split(";")[0]
+        if content_type.startswith(("image/", "audio/")):
+            return RawBody(response.content, content_type)
         try:
             return response.json()
         except ValueError:

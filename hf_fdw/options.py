@@ -50,6 +50,7 @@ ROLE_OPTIONS = {
     "context": "context_column",
     "sentence": "input_column2",
     "media": "input_column",
+    "table": "context_column",
 }
 
 # What an input column may be: text for text tasks; for image and audio the
@@ -58,6 +59,9 @@ _INPUT_TYPES = {
     False: ("text", "character varying", "character", "varchar", "name"),
     True: ("bytea", "text", "character varying", "varchar"),
 }
+
+# Roles whose column is not text: a table, as JSON {"column": [cells]}.
+ROLE_TYPES = {"table": ("jsonb", "json", "text")}
 
 # Tasks whose classes ``labels`` can rename.
 LABELLED_TASKS = ("text-classification", "image-classification", "audio-classification")
@@ -98,6 +102,7 @@ _VALUE_TYPES = {
     "double precision": ("double precision", "real", "numeric"),
     "double precision[]": ("double precision[]", "real[]", "numeric[]"),
     "jsonb": ("jsonb", "json"),
+    "bytea": ("bytea",),
 }
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -363,13 +368,14 @@ def parse_model(options: Mapping[str, str], columns: Mapping[str, Any]) -> Model
                 hint="use a different column for each input",
             )
         input_type = _base_type(_column_type(columns, column))
-        if input_type not in _INPUT_TYPES[task.media]:
+        allowed = ROLE_TYPES.get(role) or _INPUT_TYPES[task.media]
+        if input_type not in allowed:
             raise HfFdwError(
                 f"input column {column!r} has type {input_type}, but task "
-                f"{task.name} reads " + ("bytea or text" if task.media else "text"),
+                f"{task.name} reads " + " or ".join(allowed[:2]),
                 hint="declare it " + (
                     "bytea (the file's bytes) or text (an http(s) URL)"
-                    if task.media else "text"
+                    if task.media else allowed[0]
                 ),
             )
         input_columns.append(column)

@@ -16,10 +16,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 import base64
+import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from hf_fdw.errors import HfFdwError
+from hf_fdw.media import sniff_mime
 
 if TYPE_CHECKING:
     from hf_fdw.options import ModelSettings
@@ -397,6 +399,49 @@ def _similarity_score(answer: Any) -> float | None:
     return None
 
 
+def _table_question_body(inputs: Inputs, model: ModelSettings) -> dict[str, Any]:
+    table = inputs[1]
+    if isinstance(table, str):
+        try:
+            table = json.loads(table)
+        except ValueError:
+            table = None
+    if not isinstance(table, Mapping) or not all(
+        isinstance(cells, list) for cells in table.values()
+    ):
+        raise HfFdwError(
+            "the table must be a JSON object of columns",
+            detail=f"got: {str(inputs[1])[:100]}",
+            hint='e.g. \'{"Repository": ["Transformers", "Datasets"], '
+            '"Stars": ["36542", "4512"]}\'',
+        )
+    body = {"inputs": {"query": inputs[0], "table": dict(table)}}
+    return _with_extras(body, model, dict(model.parameters))
+
+
+def _read_table_answer(answer: Any, inputs: Inputs, model: ModelSettings) -> str:
+    return _text_reader("answer")(answer, inputs, model)
+
+
+def _read_image(answer: Any, inputs: Inputs, model: ModelSettings) -> bytes:
+    """Raw image bytes, or base64 in JSON as some providers send."""
+    if isinstance(answer, RawBody):
+        return answer.data
+    encoded = answer
+    if isinstance(answer, Mapping):
+        encoded = answer.get("image") or answer.get("images")
+    if isinstance(encoded, list) and encoded:
+        encoded = encoded[0]
+    if isinstance(encoded, str):
+        try:
+            data = base64.b64decode(encoded.split(",")[-1], validate=True)
+        except ValueError:
+            data = b""
+        if (sniff_mime(data) or "").startswith("image/"):
+            return data
+    raise _unexpected(model.task, answer, "image bytes")
+
+
 TASKS: dict[str, Task] = {
     task.name: task
     for task in (
@@ -488,6 +533,24 @@ TASKS: dict[str, Task] = {
             "dslim/bert-base-NER",
             _text_body,
             _read_entities,
+        ),
+        Task(
+            "table-question-answering",
+            ("question", "table"),
+            "text",
+            "google/tapas-base-finetuned-wtq",
+            _table_question_body,
+            _read_table_answer,
+        ),
+        Task(
+            "text-to-image",
+            ("text",),
+            "bytea",
+            "black-forest-labs/FLUX.1-schnell",
+            _text_body,
+            _read_image,
+            # Images are large and generation may differ each time.
+            default_cache_ttl=0.0,
         ),
         Task(
             "image-classification",

@@ -45,7 +45,13 @@ INSERT INTO hf_fdw.tasks (task, inputs, predict_type, default_model) VALUES
     ('translation', '{input_column}', 'text', 'google-t5/t5-small'),
     ('feature-extraction', '{input_column}', 'double precision[]',
      'sentence-transformers/all-MiniLM-L6-v2'),
-    ('token-classification', '{input_column}', 'jsonb', 'dslim/bert-base-NER');
+    ('token-classification', '{input_column}', 'jsonb', 'dslim/bert-base-NER'),
+    ('text-to-image', '{input_column}', 'bytea', 'black-forest-labs/FLUX.1-schnell');
+
+INSERT INTO hf_fdw.tasks (task, inputs, predict_type, default_model, input_type)
+VALUES
+    ('table-question-answering', '{input_column,context_column}', 'text',
+     'google/tapas-base-finetuned-wtq', 'text');
 
 INSERT INTO hf_fdw.tasks (task, inputs, predict_type, default_model, input_type)
 VALUES

@@ -62,10 +62,8 @@ def model_for(task: str, labels: Any) -> Any:
         "text-classification", "image-classification", "audio-classification"
     ):
         options["labels"] = json.dumps(labels)
-    kinds = {"double precision": "double precision",
-             "double precision[]": "double precision[]", "jsonb": "jsonb"}
     columns = dict(COLUMNS)
-    columns["out"] = SimpleNamespace(type_name=kinds.get(TASKS[task].value_type, "text"))
+    columns["out"] = SimpleNamespace(type_name=TASKS[task].value_type)
     if TASKS[task].media:
         columns["text"] = SimpleNamespace(type_name="bytea")
     return parse_model(options, columns)

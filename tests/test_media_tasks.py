@@ -229,3 +229,43 @@ def test_token_classification_gives_entities(db: Any, endpoint: Any) -> None:
         "WHERE n.text = 'My name is Clara and I live in Berkeley'"
     ).fetchall()
     assert rows == [("PER", "Clara"), ("LOC", "Berkeley")]
+
+
+def test_text_to_image_gives_bytea(db: Any, endpoint: Any) -> None:
+    path = "/models/black-forest-labs/FLUX.1-schnell"
+    picture = png(4, 4)
+    endpoint.script(path, Reply(body=picture, headers={"Content-Type": "image/png"}))
+    engine(db, endpoint)
+    db.execute("SELECT hf_fdw.create_model('painter', 'image', 'local', "
+               "task => 'text-to-image', input_column => 'prompt')")
+    row = db.execute(
+        "SELECT image, pg_typeof(image)::text FROM painter "
+        "WHERE prompt = 'a grey square'"
+    ).fetchone()
+    assert row == (picture, "bytea")
+    assert endpoint.requests_to(path)[0].json == {"inputs": "a grey square"}
+
+
+def test_table_question_answering(db: Any, endpoint: Any) -> None:
+    path = "/models/google/tapas-base-finetuned-wtq"
+    endpoint.script(path, Reply({"answer": "AVERAGE > 36542", "coordinates": [[0, 1]],
+                                 "cells": ["36542"], "aggregator": "AVERAGE"}))
+    engine(db, endpoint)
+    db.execute("SELECT hf_fdw.create_model('tables', 'answer', 'local', "
+               "task => 'table-question-answering', input_column => 'query', "
+               "context_column => 'data')")
+    table = '{"Repository": ["Transformers", "Datasets"], "Stars": ["36542", "4512"]}'
+    row = db.execute(
+        "SELECT answer FROM tables WHERE query = %s AND data = %s",
+        ("How many stars does the transformers repository have?", table),
+    ).fetchone()
+    assert row == ("AVERAGE > 36542",)
+    assert endpoint.requests_to(path)[0].json == {
+        "inputs": {
+            "query": "How many stars does the transformers repository have?",
+            "table": {"Repository": ["Transformers", "Datasets"],
+                      "Stars": ["36542", "4512"]},
+        }
+    }
+    error = sql_error(db, "SELECT answer FROM tables WHERE query = 'q' AND data = '[1]'")
+    assert error.diag.message_primary == "the table must be a JSON object of columns"
