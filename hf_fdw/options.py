@@ -40,6 +40,7 @@ TABLE_OPTIONS = (
     "labels",
     "parameters",
     "options",
+    "row_per_item",
 )
 
 # Which option names the column of each input role.
@@ -259,6 +260,8 @@ class ModelSettings:
     candidate_labels: tuple[str, ...] | None
     score_column: str | None = None
     answer_column: str | None = None
+    # With row_per_item: the item fields, one column each (else empty).
+    item_columns: tuple[str, ...] = ()
 
     @property
     def spec(self) -> Task:
@@ -381,7 +384,10 @@ def parse_model(options: Mapping[str, str], columns: Mapping[str, Any]) -> Model
         input_columns.append(column)
 
     extras = _extra_columns(columns, input_columns)
+    item_columns = _item_columns(options, task, columns, input_columns, extras)
     target = options.get("target_column")
+    if item_columns:
+        target = item_columns[0]
     if target is None:
         others = [
             c for c in columns if c not in input_columns and c not in extras.values()
@@ -405,8 +411,9 @@ def parse_model(options: Mapping[str, str], columns: Mapping[str, Any]) -> Model
         )
     type_name = _column_type(columns, target)
     accepted = _VALUE_TYPES[task.value_type]
-    if _base_type(type_name) not in accepted or (
-        task.value_type == "text" and type_name != _base_type(type_name)
+    if not item_columns and (
+        _base_type(type_name) not in accepted
+        or (task.value_type == "text" and type_name != _base_type(type_name))
     ):
         raise HfFdwError(
             f"column {target!r} has type {type_name}, but task {task.name} "
@@ -458,7 +465,59 @@ def parse_model(options: Mapping[str, str], columns: Mapping[str, Any]) -> Model
         candidate_labels=candidate_labels,
         score_column=extras.get("score"),
         answer_column=extras.get("answer"),
+        item_columns=item_columns,
     )
+
+
+_NUMBER_TYPES = ("double precision", "real", "numeric", "integer", "bigint",
+                 "smallint")
+
+
+def _item_columns(
+    options: Mapping[str, str],
+    task: Task,
+    columns: Mapping[str, Any],
+    input_columns: list[str],
+    extras: Mapping[str, str],
+) -> tuple[str, ...]:
+    """With row_per_item 'true': the columns that take an item's fields."""
+    flag = (options.get("row_per_item") or "false").lower()
+    if flag not in ("true", "false", "on", "off"):
+        raise HfFdwError("option row_per_item must be true or false",
+                         detail=f"got {options['row_per_item']!r}")
+    if flag in ("false", "off"):
+        return ()
+    if task.item_fields is None:
+        with_items = sorted(name for name, t in TASKS.items() if t.item_fields)
+        raise HfFdwError(
+            f"task {task.name} gives one value, not items",
+            hint="row_per_item works for: " + ", ".join(with_items),
+        )
+    if options.get("target_column"):
+        raise HfFdwError("row_per_item and target_column do not go together",
+                         hint="each item field has a column of its name")
+    fields = task.item_fields
+    chosen = [c for c in columns if c not in input_columns and c not in extras.values()]
+    if not chosen:
+        raise HfFdwError(
+            "row_per_item needs a column per item field",
+            hint=f"task {task.name} gives: " + ", ".join(fields),
+        )
+    for name in chosen:
+        if name not in fields:
+            raise HfFdwError(
+                f"column {name!r} is no field of a {task.name} item",
+                hint=f"name the columns after the fields: " + ", ".join(fields),
+            )
+        type_name = _base_type(_column_type(columns, name))
+        wanted = _NUMBER_TYPES if fields[name] == "number" else ("text",)
+        if type_name not in wanted:
+            raise HfFdwError(
+                f"column {name!r} has type {type_name}, but the field is a "
+                + fields[name],
+                hint="declare it " + wanted[0],
+            )
+    return tuple(chosen)
 
 
 def _base_type(type_name: str) -> str:

@@ -212,6 +212,8 @@ class Predictor:
                 "task and parameters",
             )
         try:
+            if self.model.item_columns:
+                return self._items(answer)
             value = self.model.spec.read_answer(answer, inputs, self.model)
         except HfFdwError as exc:
             # An unreadable answer is quoted in the detail: an endpoint that
@@ -231,6 +233,22 @@ class Predictor:
             score = self.model.spec.read_score(answer)
         whole = json.dumps(answer) if self.model.answer_column else None
         return Prediction(value, score, whole)
+
+    def _items(self, answer: Any) -> list[dict[str, Any]]:
+        """The rows' fields, one dict per item of the answer."""
+        assert self.model.spec.read_items is not None
+        items = []
+        for item in self.model.spec.read_items(answer, self.model):
+            row = {}
+            for column in self.model.item_columns:
+                value = item.get(column)
+                if isinstance(value, str):
+                    _check_text(value, self.model.task)
+                elif isinstance(value, float) and value.is_integer():
+                    value = int(value)  # 12.0 into an integer column
+                row[column] = value
+            items.append(row)
+        return items
 
     def _media(self, value: Any) -> Media:
         """The image or sound a column value stands for (bytes, or a URL).
@@ -312,6 +330,11 @@ class Predictor:
         batch = inputs_from_quals(quals, self.model.input_columns)
         for inputs, value in zip(batch, self.predict(batch)):
             row = dict(zip(self.model.input_columns, inputs))
+            if self.model.item_columns:
+                # One row per item; a NULL input or a failure gives none.
+                for item in value or ():
+                    yield {**row, **item}
+                continue
             if isinstance(value, Prediction):
                 row[self.model.target_column] = value.value
                 if self.model.score_column:

@@ -47,6 +47,10 @@ class Task:
     media: bool = False
     # The score of the value chosen, for a column with OPTIONS (value 'score').
     read_score: Callable[[Any], float | None] | None = None
+    # One row per item of the answer (OPTIONS (row_per_item 'true')): the
+    # fields an item has, each "text" or "number", and how to list them.
+    item_fields: Mapping[str, str] | None = None
+    read_items: Callable[[Any, ModelSettings], list[dict[str, Any]]] | None = None
 
 
 @dataclass(frozen=True)
@@ -442,6 +446,81 @@ def _read_image(answer: Any, inputs: Inputs, model: ModelSettings) -> bytes:
     raise _unexpected(model.task, answer, "image bytes")
 
 
+LABEL_FIELDS = {"label": "text", "score": "number"}
+# xmin and xmax are PostgreSQL's own system columns: the box's are box_*.
+BOX_FIELDS = {**LABEL_FIELDS, "box_xmin": "number", "box_ymin": "number",
+              "box_xmax": "number", "box_ymax": "number"}
+ENTITY_FIELDS = {"entity_group": "text", "score": "number", "word": "text",
+                 "start": "number", "end": "number"}
+MASK_FIELDS = {"sequence": "text", "score": "number", "token": "number",
+               "token_str": "text"}
+CHUNK_FIELDS = {"text": "text", "start": "number", "end": "number"}
+ANSWER_FIELDS = {"answer": "text", "score": "number", "start": "number",
+                 "end": "number"}
+
+
+def _label_items(answer: Any, model: ModelSettings) -> list[dict[str, Any]]:
+    items = sorted(_scored_items(model.task, answer), key=lambda i: -i["score"])
+    return [
+        {"label": rename_label(item["label"], model), "score": item["score"]}
+        for item in items
+    ]
+
+
+def _box_items(answer: Any, model: ModelSettings) -> list[dict[str, Any]]:
+    return [
+        {
+            "label": item["label"],
+            "score": item["score"],
+            **{f"box_{edge}": value for edge, value in item["box"].items()},
+        }
+        for item in _read_detections(answer, (), model)
+    ]
+
+
+def _entity_items(answer: Any, model: ModelSettings) -> list[dict[str, Any]]:
+    return [
+        {**item, "entity_group": item.get("entity_group", item.get("entity"))}
+        for item in _read_entities(answer, (), model)
+    ]
+
+
+def _mask_items(answer: Any, model: ModelSettings) -> list[dict[str, Any]]:
+    if isinstance(answer, list) and answer and isinstance(answer[0], list):
+        raise HfFdwError(
+            "row_per_item gives the candidates of one mask, and the text has "
+            "several",
+            hint="put one mask token in each text",
+        )
+    _read_fill_mask(answer, ("",), model)  # checks the shape
+    return sorted(answer, key=lambda item: -item["score"])
+
+
+def _chunk_items(answer: Any, model: ModelSettings) -> list[dict[str, Any]]:
+    text = _read_transcript(answer, (), model)
+    chunks = answer.get("chunks") if isinstance(answer, Mapping) else None
+    if not isinstance(chunks, list) or not chunks:
+        return [{"text": text, "start": None, "end": None}]
+    items = []
+    for chunk in chunks:
+        stamp = chunk.get("timestamp") if isinstance(chunk, Mapping) else None
+        if (
+            not isinstance(chunk, Mapping)
+            or not isinstance(chunk.get("text"), str)
+            or not isinstance(stamp, (list, tuple))
+            or len(stamp) != 2
+        ):
+            raise _unexpected(model.task, answer, "chunks of {text, timestamp}")
+        items.append({"text": chunk["text"], "start": stamp[0], "end": stamp[1]})
+    return items
+
+
+def _answer_items(answer: Any, model: ModelSettings) -> list[dict[str, Any]]:
+    _read_answer(answer, (), model)  # checks the shape
+    items = answer if isinstance(answer, list) else [answer]
+    return sorted(items, key=lambda item: -item["score"])
+
+
 TASKS: dict[str, Task] = {
     task.name: task
     for task in (
@@ -453,6 +532,8 @@ TASKS: dict[str, Task] = {
             _text_body,
             _read_classification,
             read_score=_top_score,
+            item_fields=LABEL_FIELDS,
+            read_items=_label_items,
         ),
         Task(
             "zero-shot-classification",
@@ -462,6 +543,8 @@ TASKS: dict[str, Task] = {
             _zero_shot_body,
             _read_zero_shot,
             read_score=_top_score,
+            item_fields=LABEL_FIELDS,
+            read_items=_label_items,
         ),
         Task(
             "sentence-similarity",
@@ -481,6 +564,8 @@ TASKS: dict[str, Task] = {
             _question_body,
             _read_answer,
             read_score=_top_score,
+            item_fields=ANSWER_FIELDS,
+            read_items=_answer_items,
         ),
         Task(
             "summarization",
@@ -508,6 +593,8 @@ TASKS: dict[str, Task] = {
             _text_body,
             _read_fill_mask,
             read_score=_top_score,
+            item_fields=MASK_FIELDS,
+            read_items=_mask_items,
         ),
         Task(
             "translation",
@@ -533,6 +620,8 @@ TASKS: dict[str, Task] = {
             "dslim/bert-base-NER",
             _text_body,
             _read_entities,
+            item_fields=ENTITY_FIELDS,
+            read_items=_entity_items,
         ),
         Task(
             "table-question-answering",
@@ -561,6 +650,8 @@ TASKS: dict[str, Task] = {
             _read_media_label,
             media=True,
             read_score=_top_score,
+            item_fields=LABEL_FIELDS,
+            read_items=_label_items,
         ),
         Task(
             "object-detection",
@@ -570,6 +661,8 @@ TASKS: dict[str, Task] = {
             _media_body,
             _read_detections,
             media=True,
+            item_fields=BOX_FIELDS,
+            read_items=_box_items,
         ),
         Task(
             "image-to-text",
@@ -588,6 +681,8 @@ TASKS: dict[str, Task] = {
             _media_body,
             _read_transcript,
             media=True,
+            item_fields=CHUNK_FIELDS,
+            read_items=_chunk_items,
         ),
         Task(
             "audio-classification",
@@ -598,6 +693,8 @@ TASKS: dict[str, Task] = {
             _read_media_label,
             media=True,
             read_score=_top_score,
+            item_fields=LABEL_FIELDS,
+            read_items=_label_items,
         ),
     )
 }

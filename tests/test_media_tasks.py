@@ -269,3 +269,86 @@ def test_table_question_answering(db: Any, endpoint: Any) -> None:
     }
     error = sql_error(db, "SELECT answer FROM tables WHERE query = 'q' AND data = '[1]'")
     assert error.diag.message_primary == "the table must be a JSON object of columns"
+
+
+class TestRowPerItem:
+    """OPTIONS (row_per_item 'true'): one row per box, entity, label or chunk."""
+
+    def test_object_detection_boxes_as_rows(self, db: Any, endpoint: Any) -> None:
+        endpoint.script("/models/facebook/detr-resnet-50", Reply([
+            {"label": "dog", "score": 0.71,
+             "box": {"xmin": 1, "ymin": 2, "xmax": 30, "ymax": 40}},
+            {"label": "cat", "score": 0.97,
+             "box": {"xmin": 5, "ymin": 6, "xmax": 50, "ymax": 60}},
+        ]))
+        engine(db, endpoint)
+        db.execute(
+            "CREATE FOREIGN TABLE boxes (image bytea, label text, "
+            "score double precision, box_xmin int, box_ymin int, box_xmax int, "
+            "box_ymax int) "
+            "SERVER local OPTIONS (task 'object-detection', input_column 'image', "
+            "row_per_item 'true')"
+        )
+        rows = db.execute(
+            "SELECT label, score, box_xmin, box_ymin, box_xmax, box_ymax FROM boxes "
+            "WHERE image = %s",
+            (png(),),
+        ).fetchall()
+        assert rows == [("cat", 0.97, 5, 6, 50, 60), ("dog", 0.71, 1, 2, 30, 40)]
+
+    def test_top_k_labels_as_rows(self, db: Any, endpoint: Any) -> None:
+        endpoint.script("/models/acme/topics", Reply([[
+            {"label": "LABEL_2", "score": 0.1}, {"label": "LABEL_0", "score": 0.6},
+            {"label": "LABEL_1", "score": 0.3}]]))
+        engine(db, endpoint)
+        db.execute(
+            "CREATE FOREIGN TABLE topics (text text, label text, score real) "
+            "SERVER local OPTIONS (task 'text-classification', model 'acme/topics', "
+            "labels '[\"sport\", \"music\", \"news\"]', parameters '{\"top_k\": 3}', "
+            "row_per_item 'true')"
+        )
+        rows = db.execute(
+            "SELECT text, label, round(score::numeric, 2)::float8 FROM topics "
+            "WHERE text IN ('guitar', NULL)"
+        ).fetchall()
+        assert rows == [("guitar", "sport", 0.6), ("guitar", "music", 0.3),
+                        ("guitar", "news", 0.1)]
+
+    def test_speech_chunks_with_timestamps(self, db: Any, endpoint: Any) -> None:
+        endpoint.script("/models/openai/whisper-small", Reply({
+            "text": "hello world",
+            "chunks": [{"text": "hello", "timestamp": [0.0, 0.5]},
+                       {"text": " world", "timestamp": [0.5, 1.1]}]}))
+        engine(db, endpoint)
+        db.execute(
+            "CREATE FOREIGN TABLE words (audio bytea, text text, start real, "
+            '"end" real) SERVER local OPTIONS (task '
+            "'automatic-speech-recognition', model 'openai/whisper-small', "
+            "input_column 'audio', row_per_item 'true')"
+        )
+        rows = db.execute(
+            'SELECT text, start, "end" FROM words WHERE audio = %s', (wav(),)
+        ).fetchall()
+        assert rows == [("hello", 0.0, 0.5), (" world", 0.5, 1.1)]
+
+    @pytest.mark.parametrize(
+        ("definition", "message"),
+        [
+            ("(text text, label text, weight real) OPTIONS (task "
+             "'text-classification', row_per_item 'true')",
+             "column 'weight' is no field of a text-classification item"),
+            ("(text text, label int) OPTIONS (task 'text-classification', "
+             "row_per_item 'true')",
+             "column 'label' has type integer, but the field is a text"),
+            ("(text text, summary text) OPTIONS (task 'summarization', "
+             "row_per_item 'true')",
+             "task summarization gives one value, not items"),
+        ],
+    )
+    def test_bad_item_tables_are_refused(
+        self, db: Any, endpoint: Any, definition: str, message: str
+    ) -> None:
+        engine(db, endpoint)
+        error = sql_error(db, "CREATE FOREIGN TABLE bad "
+                              + definition.replace(" OPTIONS", " SERVER local OPTIONS"))
+        assert error.diag.message_primary == message
