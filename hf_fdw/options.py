@@ -87,6 +87,8 @@ ENGINE_SETTINGS: dict[str, tuple[type, Any, Any, Any]] = {
     "cache_ttl": (float, None, 0.0, 604_800.0),
     "verbose": (bool, False, None, None),
     "max_media_bytes": (int, 20 * 1024 * 1024, 1024, 100 * 1024 * 1024),
+    # Inputs per request where the task can batch (feature-extraction).
+    "batch_size": (int, 1, 1, 256),
     # Engine only: a table owner must not open what the engine's owner closed.
     "allow_private_urls": (bool, False, None, None),
     "api_key_env": (str, None, None, None),
@@ -178,6 +180,7 @@ class EngineSettings:
     cache_ttl: float | None = None
     verbose: bool = False
     max_media_bytes: int = 20 * 1024 * 1024
+    batch_size: int = 1
     allow_private_urls: bool = False
     api_key: str | None = field(default=None, repr=False)
 
@@ -582,6 +585,7 @@ def parse_engine(
         cache_ttl=settings["cache_ttl"],
         verbose=settings["verbose"],
         max_media_bytes=settings["max_media_bytes"],
+        batch_size=settings["batch_size"],
         allow_private_urls=settings["allow_private_urls"],
         api_key=api_key,
     )

@@ -14,6 +14,7 @@ import json
 import logging
 import threading
 import time
+from contextlib import contextmanager
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
@@ -202,6 +203,29 @@ class Predictor:
         if self.model.spec.media:
             inputs = (self._media(inputs[0]),) + tuple(inputs[1:])
         body = self.model.spec.build_body(inputs, self.model)
+        answer = self._post(body, stop)
+        with self._scrubbed():
+            if self.model.item_columns:
+                return self._items(answer)
+            value = self.model.spec.read_answer(answer, inputs, self.model)
+        return self._finish(value, answer)
+
+    def predict_group(
+        self, group: Sequence[Inputs], stop: StopSignal | None = None
+    ) -> list[Any]:
+        """Ask for several inputs in one request, where the task can batch.
+
+        The answer must hold one result per input, in order (row-aligned), or
+        the whole group fails.
+        """
+        spec = self.model.spec
+        assert spec.build_batch is not None and spec.read_batch is not None
+        answer = self._post(spec.build_batch(group, self.model), stop)
+        with self._scrubbed():
+            results = spec.read_batch(answer, group, self.model)
+        return [self._finish(value, value) for value in results]
+
+    def _post(self, body: Any, stop: StopSignal | None) -> Any:
         answer = self.client.post(self.url, body, self.model.model, stop)
         words = error_in_answer(answer)
         if words is not None:
@@ -211,17 +235,22 @@ class Predictor:
                 hint="the model could not serve this input; check the model's "
                 "task and parameters",
             )
+        return answer
+
+    @contextmanager
+    def _scrubbed(self) -> Iterator[None]:
+        """An unreadable answer is quoted in the error's detail: an endpoint
+        that echoes the request headers must not put the key in an error."""
         try:
-            if self.model.item_columns:
-                return self._items(answer)
-            value = self.model.spec.read_answer(answer, inputs, self.model)
+            yield
         except HfFdwError as exc:
-            # An unreadable answer is quoted in the detail: an endpoint that
-            # echoes the request headers must not put the key in an error.
             if exc.detail:
                 detail = self.client.scrub(exc.detail)
                 exc.detail = detail if len(detail) <= 300 else detail[:300] + "..."
             raise
+
+    def _finish(self, value: Any, answer: Any) -> Any:
+        """The value as its column takes it, with score and whole answer."""
         if isinstance(value, str):
             _check_text(value, self.model.task)
         if self.model.value_type == "jsonb":
@@ -361,7 +390,12 @@ class Predictor:
         """Send the requests in the pool while watching for a cancel."""
         stop = StopSignal()
         pool = self._executor()
-        futures = [pool.submit(self.predict_one, inputs, stop) for inputs in todo]
+        size = self.engine.batch_size if self.model.spec.build_batch else 1
+        groups = [todo[i : i + size] for i in range(0, len(todo), size)]
+        if size > 1:
+            futures = [pool.submit(self.predict_group, g, stop) for g in groups]
+        else:
+            futures = [pool.submit(self._predict_alone, g, stop) for g in groups]
         try:
             while True:
                 done, waiting = wait(
@@ -391,17 +425,20 @@ class Predictor:
                 self._pool = None
             raise
 
-        answers = []
-        for future in futures:
+        answers: list[Any] = []
+        for group, future in zip(groups, futures):
             error = future.exception()
             if error is None:
-                answers.append(future.result())
+                answers.extend(future.result())
                 continue
             error = self._user_error(error)
             self.usage.errors += 1
             self.failures.append(error)
-            answers.append(_FAILED)
+            answers.extend([_FAILED] * len(group))
         return answers
+
+    def _predict_alone(self, group: Sequence[Inputs], stop: StopSignal) -> list[Any]:
+        return [self.predict_one(group[0], stop)]
 
     def _user_error(self, error: BaseException | None) -> HfFdwError:
         if isinstance(error, HfFdwError):

@@ -51,6 +51,14 @@ class Task:
     # fields an item has, each "text" or "number", and how to list them.
     item_fields: Mapping[str, str] | None = None
     read_items: Callable[[Any, ModelSettings], list[dict[str, Any]]] | None = None
+    # Several inputs in one request (batch_size > 1), where the protocol has
+    # a row-aligned list form.
+    build_batch: Callable[[Sequence[Inputs], ModelSettings], dict[str, Any]] | None = (
+        None
+    )
+    read_batch: Callable[[Any, Sequence[Inputs], ModelSettings], list[Any]] | None = (
+        None
+    )
 
 
 @dataclass(frozen=True)
@@ -304,6 +312,32 @@ def _embedding_body(inputs: Inputs, model: ModelSettings) -> dict[str, Any]:
     if model.options:
         body["options"] = dict(model.options)
     return body
+
+
+def _embedding_batch_body(
+    group: Sequence[Inputs], model: ModelSettings
+) -> dict[str, Any]:
+    body: dict[str, Any] = dict(model.parameters)
+    body["inputs"] = [inputs[0] for inputs in group]
+    if model.options:
+        body["options"] = dict(model.options)
+    return body
+
+
+def _read_embedding_batch(
+    answer: Any, group: Sequence[Inputs], model: ModelSettings
+) -> list[list[float]]:
+    """One vector per input, in order; anything else fails the group."""
+    if not isinstance(answer, list) or len(answer) != len(group):
+        got = len(answer) if isinstance(answer, list) else type(answer).__name__
+        raise HfFdwError(
+            "a batched answer does not line up with its inputs",
+            detail=f"sent {len(group)} inputs, got {got} results",
+            hint="this endpoint does not batch feature-extraction; set "
+            "batch_size to 1",
+        )
+    return [_read_embedding([vector], inputs, model) for vector, inputs in
+            zip(answer, group)]
 
 
 def _read_embedding(
@@ -612,6 +646,8 @@ TASKS: dict[str, Task] = {
             _embedding_body,
             _read_embedding,
             pipeline="feature-extraction",
+            build_batch=_embedding_batch_body,
+            read_batch=_read_embedding_batch,
         ),
         Task(
             "token-classification",

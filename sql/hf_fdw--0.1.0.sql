@@ -104,6 +104,8 @@ INSERT INTO hf_fdw.settings VALUES
      'report each batch of requests'),
     ('max_media_bytes', 'integer', '20971520', 1024, 104857600, NULL, true,
      'the largest image or sound accepted or downloaded'),
+    ('batch_size', 'integer', '1', 1, 256, NULL, true,
+     'inputs per request where the task can batch (feature-extraction)'),
     ('allow_private_urls', 'boolean', 'false', NULL, NULL, NULL, false,
      'let media URLs reach loopback and private addresses'),
     ('api_key_env', 'variable', NULL, NULL, NULL, NULL, false,

@@ -131,7 +131,7 @@ class TestEngines:
         """The SQL check knows every option the Python side reads."""
         defaults = {"timeout": 5, "max_retries": 1, "concurrency": 2,
                     "max_requests": 9, "on_error": "null", "cache_ttl": 1,
-                    "verbose": True, "max_media_bytes": 2048,
+                    "verbose": True, "max_media_bytes": 2048, "batch_size": 8,
                     "allow_private_urls": False, "api_key_env": "HF_TOKEN"}
         assert set(defaults) == set(ENGINE_SETTINGS)
         db.execute("SELECT hf_fdw.create_engine('all', endpoint => "

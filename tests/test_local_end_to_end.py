@@ -137,3 +137,24 @@ def test_spam_classifier_through_sql(db: Any, minilm: tuple[Any, Any]) -> None:
         "SELECT m.id, s.is_spam FROM messages m "
         "JOIN spam_classifier s ON s.text = m.body ORDER BY m.id"
     ).fetchall() == [(1, "ham"), (2, "spam"), (3, "ham")]
+
+
+def test_batched_embeddings_equal_one_at_a_time(
+    local_models: Any, minilm: tuple[Any, Any]
+) -> None:
+    """batch_size 3: lists go to the real server and come back row-aligned."""
+    _, model = minilm
+    local_models.execute("ALTER FOREIGN TABLE embedding OPTIONS (ADD batch_size '3', "
+                         "ADD cache_ttl '0')")
+    rows = local_models.execute(
+        "SELECT text, vector FROM embedding WHERE text = ANY(%s) ORDER BY text",
+        (SENTENCES,),
+    ).fetchall()
+    expected = dict(zip(SENTENCES, model.encode(SENTENCES)))
+    assert [text for text, _ in rows] == sorted(SENTENCES)
+    for text, vector in rows:
+        assert vector == pytest.approx(expected[text].tolist(), abs=1e-4)
+    requests = local_models.execute(
+        "SELECT requests FROM hf_fdw.usage WHERE task = 'feature-extraction'"
+    ).fetchone()
+    assert requests == (2,)  # 4 sentences in batches of 3

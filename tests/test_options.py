@@ -510,6 +510,7 @@ class TestEngineOptions:
             "cache_ttl": None,
             "verbose": False,
             "max_media_bytes": 20 * 1024 * 1024,
+            "batch_size": 1,
             "allow_private_urls": False,
             "api_key_env": None,
         }

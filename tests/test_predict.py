@@ -512,3 +512,42 @@ class TestOddAnswersAndQuals:
         assert with_key.predict([("win free",)]) == ["spam"]
         assert without.predict([("win free",)]) == ["spam"]
         assert len(endpoint.requests) == 2
+
+
+class TestBatching:
+    """batch_size > 1: feature-extraction sends lists, row-aligned."""
+
+    @staticmethod
+    def embed_model() -> ModelSettings:
+        return parse_model(
+            {"task": "feature-extraction", "model": "acme/embed"},
+            {"text": column("text"), "vector": column("double precision[]")},
+        )
+
+    def test_inputs_go_in_lists_and_come_back_in_order(self, endpoint: Any) -> None:
+        path = "/models/acme/embed/pipeline/feature-extraction"
+
+        def embed(body: Any) -> Reply:
+            return Reply([[float(len(text)), 1.0] for text in body["inputs"]])
+
+        endpoint.respond(path, embed)
+        predictor = Predictor(
+            engine_for(endpoint.url, batch_size=3, concurrency=2), self.embed_model()
+        )
+        texts = ["a", "bb", "ccc", "dddd", "eeeee", "a"]
+        values = predictor.predict([(t,) for t in texts])
+        assert values == [[1.0, 1.0], [2.0, 1.0], [3.0, 1.0], [4.0, 1.0],
+                          [5.0, 1.0], [1.0, 1.0]]
+        assert sorted(len(r.json["inputs"]) for r in endpoint.requests) == [2, 3]
+
+    def test_a_misaligned_answer_fails_the_group(self, endpoint: Any) -> None:
+        path = "/models/acme/embed/pipeline/feature-extraction"
+        endpoint.script(path, Reply([[0.5, 0.5]]))
+        predictor = Predictor(engine_for(endpoint.url, batch_size=4),
+                              self.embed_model())
+        with pytest.raises(HfFdwError) as caught:
+            predictor.predict([("a",), ("b",)])
+        assert caught.value.message == (
+            "a batched answer does not line up with its inputs"
+        )
+        assert caught.value.detail == "sent 2 inputs, got 1 results"
