@@ -587,3 +587,17 @@ class TestServerAlteredByHand:
         error = sql_error(local, "INSERT INTO m VALUES ('a', 'b')")
         assert error.diag.message_primary == "a model's predictions cannot be changed"
         assert "JOIN" in error.diag.message_hint
+
+
+def test_a_failed_call_with_a_bound_key_leaves_it_out_of_the_log(
+    db: Any, postgres: Any
+) -> None:
+    """PostgreSQL logs a failed statement's text, not its bound parameters."""
+    db.execute("SELECT hf_fdw.create_engine('dup', endpoint => 'http://127.0.0.1:9')")
+    secret = "hf_BoundNeverLogged_42"
+    error = sql_error(db, "SELECT hf_fdw.create_engine(%s, %s)", ("dup", secret))
+    assert error.diag.message_primary == 'engine "dup" already exists'
+    log = postgres.server_log()
+    if log:  # an external database's log cannot be read from here
+        assert 'engine "dup" already exists' in log
+        assert secret not in log
