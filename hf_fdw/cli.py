@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
+import socket
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -149,6 +150,16 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _check_port(host: str, port: int) -> None:
+    """Raise OSError now if ``host:port`` cannot be bound."""
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))
+
+
 def run_serve(args: argparse.Namespace) -> int:
     """Run ``hf-fdw serve`` until interrupted."""
     from hf_fdw.local_server import (
@@ -200,6 +211,7 @@ def run_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     try:
+        _check_port(args.host, args.port)  # before the models take seconds to load
         serve(args.host, args.port, specs)
     except OSError as error:
         print(
