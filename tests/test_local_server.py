@@ -17,6 +17,7 @@ import logging
 import os
 import re
 import socket
+import time
 import subprocess
 import sys
 import threading
@@ -982,3 +983,16 @@ def test_cli_spam_example_and_classifier_options(
         cli.main(["serve", "--classifier", "acme/spam=/nowhere/spam.csv"])
     assert exit_info.value.code == 2
     assert "/nowhere/spam.csv does not exist" in capsys.readouterr().err
+
+
+def test_cli_says_a_port_is_taken_before_loading_models(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        started = time.monotonic()
+        assert cli.main(["serve", "--port", str(port)]) == 1
+        assert time.monotonic() - started < 2.0
+    assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
