@@ -21,7 +21,6 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Sequence
 from typing import Any
 
 from hf_fdw.cluster import LocalCluster, missing_prerequisite

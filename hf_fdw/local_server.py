@@ -71,6 +71,7 @@ import os
 import re
 import sys
 import threading
+from contextlib import contextmanager
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -1331,6 +1332,24 @@ def make_server(
     if not loaded:
         raise ModelDirError("no model to serve: pass --model-dir ID=PATH")
     return LocalInferenceServer((host, port), loaded, request_timeout)
+
+
+@contextmanager
+def running(
+    models: Iterable[ModelSpec] | Mapping[str, ServedModel],
+    host: str = DEFAULT_HOST,
+    port: int = 0,
+) -> Iterator[LocalInferenceServer]:
+    """A server answering in a background thread for the ``with`` block."""
+    server = make_server(host, port, models)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
 
 
 def serve(host: str, port: int, specs: Sequence[ModelSpec]) -> None:

@@ -510,7 +510,7 @@ def _item_columns(
         if name not in fields:
             raise HfFdwError(
                 f"column {name!r} is no field of a {task.name} item",
-                hint=f"name the columns after the fields: " + ", ".join(fields),
+                hint="name the columns after the fields: " + ", ".join(fields),
             )
         type_name = _base_type(_column_type(columns, name))
         wanted = _NUMBER_TYPES if fields[name] == "number" else ("text",)

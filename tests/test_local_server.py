@@ -20,7 +20,6 @@ import socket
 import time
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -66,7 +65,7 @@ from hf_fdw.local_server import (  # noqa: E402
     default_model_spec,
     inspect_model_dir,
     load_models,
-    make_server,
+    running,
     parse_classifier_option,
     parse_model_dir_option,
     read_training_data,
@@ -143,13 +142,8 @@ def server(tiny_dirs: dict) -> Iterator[LocalInferenceServer]:
     for model_id, (_head, _labels, task) in TINY_MODELS.items():
         specs.append(inspect_model_dir(model_id, tiny_dirs[model_id], task))
 
-    server = make_server("127.0.0.1", 0, specs)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=10)
+    with running(specs) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -745,13 +739,8 @@ HELD_OUT = [
 @pytest.fixture(scope="module")
 def spam_server() -> Iterator[LocalInferenceServer]:
     """all-MiniLM-L6-v2 and the spam example, which embeds with the same model."""
-    server = make_server("127.0.0.1", 0, [default_model_spec(), spam_example_spec()])
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=10)
+    with running([default_model_spec(), spam_example_spec()]) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ blocks marked for the hosted API are left out, as nothing here can reach it.
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ psycopg = pytest.importorskip("psycopg", reason="psycopg (3) is not installed")
 
 from hf_fdw.local_server import (  # noqa: E402
     default_model_spec,
-    make_server,
+    running,
     spam_example_spec,
 )
 
@@ -51,11 +50,8 @@ def readme_statements() -> list[str]:
 
 @pytest.fixture(scope="module")
 def local_server() -> Iterator[Any]:
-    server = make_server("127.0.0.1", 0, [default_model_spec(), spam_example_spec()])
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with running([default_model_spec(), spam_example_spec()]) as server:
+        yield server
 
 
 @pytest.fixture
