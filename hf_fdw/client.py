@@ -59,8 +59,8 @@ def _hint(
 ) -> str | None:
     if "conversational" in words.lower():
         return (
-            f"model {model_id!r} is served as a chat model only; hf_fdw does not "
-            "call the chat route yet: choose a model served for this task"
+            f"model {model_id!r} is served as a chat model only: register it "
+            "with task => 'chat-completion'"
         )
     if status == 401:
         return (

@@ -629,6 +629,13 @@ def request_url(engine: EngineSettings, model: ModelSettings) -> str:
     """
     if model.endpoint:
         return model.endpoint
+    if model.spec.chat:
+        # The OpenAI-style route sits at the router's root, beside the
+        # provider prefixes (/hf-inference); TGI serves it at its root too.
+        base = engine.endpoint
+        if base.endswith("/hf-inference"):
+            base = base[: -len("/hf-inference")]
+        return f"{base}/v1/chat/completions"
     url = f"{engine.endpoint}/models/{model.model}"
     if model.spec.pipeline:
         url += f"/pipeline/{model.spec.pipeline}"

@@ -51,6 +51,8 @@ class Task:
     # fields an item has, each "text" or "number", and how to list them.
     item_fields: Mapping[str, str] | None = None
     read_items: Callable[[Any, ModelSettings], list[dict[str, Any]]] | None = None
+    # Sent to the OpenAI-style chat route, the model named in the body.
+    chat: bool = False
     # Several inputs in one request (batch_size > 1), where the protocol has
     # a row-aligned list form.
     build_batch: Callable[[Sequence[Inputs], ModelSettings], dict[str, Any]] | None = (
@@ -555,6 +557,28 @@ def _answer_items(answer: Any, model: ModelSettings) -> list[dict[str, Any]]:
     return sorted(items, key=lambda item: -item["score"])
 
 
+def _chat_body(inputs: Inputs, model: ModelSettings) -> dict[str, Any]:
+    """One user message; parameters (max_tokens, temperature...) beside it."""
+    body: dict[str, Any] = {
+        "model": model.model,
+        "messages": [{"role": "user", "content": inputs[0]}],
+        **dict(model.parameters),
+    }
+    body["stream"] = False
+    return body
+
+
+def _read_chat(answer: Any, inputs: Inputs, model: ModelSettings) -> str:
+    choices = answer.get("choices") if isinstance(answer, Mapping) else None
+    message = choices[0].get("message") if (
+        isinstance(choices, list) and choices and isinstance(choices[0], Mapping)
+    ) else None
+    content = message.get("content") if isinstance(message, Mapping) else None
+    if not isinstance(content, str):
+        raise _unexpected(model.task, answer, "{choices: [{message: {content}}]}")
+    return content
+
+
 TASKS: dict[str, Task] = {
     task.name: task
     for task in (
@@ -666,6 +690,17 @@ TASKS: dict[str, Task] = {
             "google/tapas-base-finetuned-wtq",
             _table_question_body,
             _read_table_answer,
+        ),
+        Task(
+            # Chat models through the router's OpenAI-style route.
+            "chat-completion",
+            ("text",),
+            "text",
+            None,
+            _chat_body,
+            _read_chat,
+            default_cache_ttl=0.0,
+            chat=True,
         ),
         Task(
             "text-to-image",

@@ -46,7 +46,8 @@ INSERT INTO hf_fdw.tasks (task, inputs, predict_type, default_model) VALUES
     ('feature-extraction', '{input_column}', 'double precision[]',
      'sentence-transformers/all-MiniLM-L6-v2'),
     ('token-classification', '{input_column}', 'jsonb', 'dslim/bert-base-NER'),
-    ('text-to-image', '{input_column}', 'bytea', 'black-forest-labs/FLUX.1-schnell');
+    ('text-to-image', '{input_column}', 'bytea', 'black-forest-labs/FLUX.1-schnell'),
+    ('chat-completion', '{input_column}', 'text', NULL);
 
 INSERT INTO hf_fdw.tasks (task, inputs, predict_type, default_model, input_type)
 VALUES

@@ -407,8 +407,8 @@ def test_chat_only_model_gets_a_hint(endpoint: Any) -> None:
         client.post(endpoint.url + "/models/acme/chat", {"inputs": "hi"}, "acme/chat")
     assert "Supported task: conversational" in caught.value.detail
     assert caught.value.hint == (
-        "model 'acme/chat' is served as a chat model only; hf_fdw does not call "
-        "the chat route yet: choose a model served for this task"
+        "model 'acme/chat' is served as a chat model only: register it with "
+        "task => 'chat-completion'"
     )
 
 

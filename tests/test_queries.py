@@ -453,3 +453,26 @@ class TestEndpoints:
         error = sql_error(db, "SELECT * FROM cloud WHERE text = 'x'")
         assert "has no API key" in error.diag.message_primary
         assert "hf_fdw.set_api_key('hosted'" in error.diag.message_hint
+
+
+def test_chat_completion_on_the_chat_route(db: Any, endpoint: Any) -> None:
+    """A chat-only model, through the router's OpenAI-style route."""
+    endpoint.respond(
+        "/v1/chat/completions",
+        lambda body: Reply({"choices": [{"index": 0, "message": {
+            "role": "assistant",
+            "content": f"You said: {body['messages'][0]['content']}"}}]}),
+    )
+    db.execute("SELECT hf_fdw.create_engine('local', endpoint => %s)",
+               (endpoint.url + "/hf-inference",))
+    db.execute("SELECT hf_fdw.create_model('chat', 'reply', 'local', "
+               "task => 'chat-completion', model_name => 'acme/chat:fastest', "
+               "parameters => '{\"max_tokens\": 50}')")
+    assert db.execute("SELECT reply FROM chat WHERE text = 'hello'").fetchone() == (
+        "You said: hello",
+    )
+    assert bodies(endpoint, "/v1/chat/completions") == [
+        {"model": "acme/chat:fastest",
+         "messages": [{"role": "user", "content": "hello"}],
+         "max_tokens": 50, "stream": False}
+    ]
