@@ -26,7 +26,7 @@ from hf_fdw.client import InferenceClient, StopSignal
 from hf_fdw.errors import HfFdwError
 from hf_fdw.media import Media, media_from_value, sniff_mime
 from hf_fdw.options import EngineSettings, ModelSettings, request_url
-from hf_fdw.tasks import AnswerError, Inputs, error_in_answer
+from hf_fdw.tasks import AnswerError, Inputs, RawBody, error_in_answer
 
 log = logging.getLogger("hf_fdw")
 
@@ -259,7 +259,11 @@ class Predictor:
         score = None
         if self.model.score_column and self.model.spec.read_score:
             score = self.model.spec.read_score(answer)
-        whole = json.dumps(answer) if self.model.answer_column else None
+        whole = None
+        if self.model.answer_column:
+            if isinstance(answer, RawBody):  # an image: described, not copied
+                answer = {"content_type": answer.mime, "bytes": len(answer.data)}
+            whole = json.dumps(answer)
         return Prediction(value, score, whole)
 
     def _items(self, answer: Any) -> list[dict[str, Any]]:
