@@ -85,8 +85,10 @@ def _hint(
     if status in (413, 422):
         return "the input is too long or not valid for this model"
     if status in RETRY_STATUSES:
-        return "the endpoint is busy or loading; try again later, or raise " \
+        return (
+            "the endpoint is busy or loading; try again later, or raise "
             "the engine's max_retries"
+        )
     return None
 
 
@@ -103,9 +105,10 @@ def key_goes_to(url: str, engine_endpoint: str) -> bool:
     """
     host = (urlsplit(url).hostname or "").lower()
     engine_parts = urlsplit(engine_endpoint)
-    if host == (engine_parts.hostname or "").lower() and urlsplit(
-        url
-    ).port == engine_parts.port:
+    if (
+        host == (engine_parts.hostname or "").lower()
+        and urlsplit(url).port == engine_parts.port
+    ):
         return True
     return host == "huggingface.co" or host.endswith(HF_HOST_SUFFIXES)
 
@@ -294,8 +297,12 @@ class InferenceClient:
                 and attempt <= self.engine.max_retries
             ):
                 delay = self._backoff(attempt, response)
-                log.debug("HTTP %s from %s, retry in %.1f s", response.status_code,
-                          host, delay)
+                log.debug(
+                    "HTTP %s from %s, retry in %.1f s",
+                    response.status_code,
+                    host,
+                    delay,
+                )
                 self._wait(delay, stop)
                 continue
             raise HfFdwError(

@@ -99,16 +99,28 @@ class LocalCluster:
                     "running as root needs a 'postgres' user to own the cluster"
                 ) from None
 
-        shutil.copytree(PACKAGE_DIR, self.pythonpath / "hf_fdw",
-                        ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(
+            PACKAGE_DIR,
+            self.pythonpath / "hf_fdw",
+            ignore=shutil.ignore_patterns("__pycache__"),
+        )
         self.base.chmod(0o755)
         if self.user:
             record = pwd.getpwnam(self.user)
             for path in [self.base, *self.base.rglob("*")]:
                 os.chown(path, record.pw_uid, record.pw_gid)
 
-        self._run("initdb", "-D", str(self.datadir), "-U", "postgres",
-                  "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8")
+        self._run(
+            "initdb",
+            "-D",
+            str(self.datadir),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--locale=C.UTF-8",
+        )
         settings = {
             "listen_addresses": "'127.0.0.1'",
             "port": str(self.port),
@@ -120,8 +132,9 @@ class LocalCluster:
         with open(self.datadir / "postgresql.conf", "a") as conf:
             for name, value in settings.items():
                 conf.write(f"{name} = {value}\n")
-        self._run("pg_ctl", "-D", str(self.datadir), "-l", str(self.logfile),
-                  "-w", "start")
+        self._run(
+            "pg_ctl", "-D", str(self.datadir), "-l", str(self.logfile), "-w", "start"
+        )
 
     def server_log(self) -> str:
         return self.logfile.read_text(errors="replace")

@@ -143,8 +143,11 @@ def _local_examples(conn: Any, endpoint: str) -> None:
         "SELECT hf_fdw.create_model('embedding', predict => 'vector', "
         f"engine => '{ENGINE}', task => 'feature-extraction')",
     )
-    _run(conn, "CREATE TABLE tickets (id int PRIMARY KEY, body text NOT NULL)",
-         show=False)
+    _run(
+        conn,
+        "CREATE TABLE tickets (id int PRIMARY KEY, body text NOT NULL)",
+        show=False,
+    )
     with conn.cursor() as cursor:
         cursor.executemany(
             "INSERT INTO tickets VALUES (%s, %s)", list(enumerate(TICKETS, 1))
@@ -184,14 +187,14 @@ def _hosted_examples(conn: Any) -> None:
     _run(
         conn,
         f"SELECT hf_fdw.create_engine('{ENGINE}', "
-        "options => '{\"api_key_env\": \"HF_TOKEN\"}')",
+        'options => \'{"api_key_env": "HF_TOKEN"}\')',
     )
     _run(
         conn,
         "SELECT hf_fdw.create_model('spam_classifier', predict => 'is_spam', "
         f"engine => '{ENGINE}', task => 'text-classification', "
         "model_name => 'mrm8488/bert-tiny-finetuned-sms-spam-detection', "
-        "labels => '[\"ham\", \"spam\"]')",
+        'labels => \'["ham", "spam"]\')',
     )
     _spam_examples(conn)
 
@@ -236,8 +239,9 @@ def run(dsn: str | None = None) -> int:
     try:
         if not hosted:
             server = _start_local_server()
-            print(f"local inference server: {server.url} "
-                  f"({', '.join(server.served())})")
+            print(
+                f"local inference server: {server.url} ({', '.join(server.served())})"
+            )
         if dsn is None:
             cluster = LocalCluster(
                 environment={"HF_TOKEN": os.environ["HF_TOKEN"]} if hosted else None

@@ -89,8 +89,14 @@ class HuggingFaceFDW(ForeignDataWrapper):
                 + (f": {first.detail}" if first.detail else ""),
             )
 
-    def explain(self, quals: list[Any], columns: Any, sortkeys: Any = None,
-                verbose: bool = False, **kwargs: Any) -> list[str]:
+    def explain(
+        self,
+        quals: list[Any],
+        columns: Any,
+        sortkeys: Any = None,
+        verbose: bool = False,
+        **kwargs: Any,
+    ) -> list[str]:
         host = urlsplit(request_url(self.engine, self.model)).netloc
         lines = [
             f"hf_fdw: task {self.model.task}, model {self.model.model or '-'}, "

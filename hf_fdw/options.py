@@ -94,7 +94,9 @@ ENGINE_SETTINGS: dict[str, tuple[type, Any, Any, Any]] = {
     "api_key_env": (str, None, None, None),
 }
 MODEL_SETTINGS = tuple(
-    name for name in ENGINE_SETTINGS if name not in ("allow_private_urls", "api_key_env")
+    name
+    for name in ENGINE_SETTINGS
+    if name not in ("allow_private_urls", "api_key_env")
 )
 # A foreign table's options: the model's own, then its overrides of settings.
 TABLE_OPTIONS = TABLE_OPTIONS + MODEL_SETTINGS
@@ -127,8 +129,7 @@ def check_endpoint(url: str, option: str) -> str:
     if parts.hostname.lower() in RETIRED_HOSTS:
         raise HfFdwError(
             f"{option} names the retired host {parts.hostname}",
-            detail="the serverless Inference API moved; the old host answers "
-            "410 Gone",
+            detail="the serverless Inference API moved; the old host answers 410 Gone",
             hint=f"use the router: {ROUTER_URL} (the default when no "
             "endpoint is given)",
         )
@@ -150,7 +151,7 @@ def _json_option(options: Mapping[str, str], name: str) -> Any:
         raise HfFdwError(
             f"option {name} is not valid JSON",
             detail=str(exc),
-            hint=f"write {name} as JSON, e.g. {name} '{{\"key\": \"value\"}}'",
+            hint=f'write {name} as JSON, e.g. {name} \'{{"key": "value"}}\'',
         ) from None
 
 
@@ -279,20 +280,20 @@ def _parse_labels(options: Mapping[str, str]) -> list[Any] | dict[str, Any] | No
     labels = _json_option(options, "labels")
     if labels is None:
         return None
-    if isinstance(labels, list) and labels and all(
-        isinstance(x, str) for x in labels
-    ):
+    if isinstance(labels, list) and labels and all(isinstance(x, str) for x in labels):
         return labels
-    if isinstance(labels, dict) and labels and all(
-        isinstance(v, str) for v in labels.values()
+    if (
+        isinstance(labels, dict)
+        and labels
+        and all(isinstance(v, str) for v in labels.values())
     ):
         return labels
     raise HfFdwError(
         "labels must be a non-empty JSON array or object of strings",
         detail=f"got: {options['labels']}",
         hint="an array renames LABEL_0, LABEL_1, ... by position: "
-        "'[\"ham\", \"spam\"]'; an object renames by name: "
-        "'{\"NEGATIVE\": \"ham\", \"POSITIVE\": \"spam\"}'",
+        '\'["ham", "spam"]\'; an object renames by name: '
+        '\'{"NEGATIVE": "ham", "POSITIVE": "spam"}\'',
     )
 
 
@@ -322,7 +323,9 @@ def _column_type(columns: Mapping[str, Any], name: str) -> str:
     return str(type_name).lower()
 
 
-def parse_model(options: Mapping[str, str], columns: Mapping[str, Any]) -> ModelSettings:
+def parse_model(
+    options: Mapping[str, str], columns: Mapping[str, Any]
+) -> ModelSettings:
     """Validate a foreign table's options against its columns."""
     known = set(SERVER_OPTIONS) | set(MAPPING_OPTIONS) | set(TABLE_OPTIONS)
     unknown = sorted(set(options) - known)
@@ -360,8 +363,7 @@ def parse_model(options: Mapping[str, str], columns: Mapping[str, Any]) -> Model
         if not column:
             raise HfFdwError(
                 f"task {task.name} needs option {option}",
-                hint=f"name the column that holds the {role}: "
-                f"{option} => '<column>'",
+                hint=f"name the column that holds the {role}: {option} => '<column>'",
             )
         if column not in columns:
             raise HfFdwError(
@@ -379,9 +381,11 @@ def parse_model(options: Mapping[str, str], columns: Mapping[str, Any]) -> Model
             raise HfFdwError(
                 f"input column {column!r} has type {input_type}, but task "
                 f"{task.name} reads " + " or ".join(allowed[:2]),
-                hint="declare it " + (
+                hint="declare it "
+                + (
                     "bytea (the file's bytes) or text (an http(s) URL)"
-                    if task.media else allowed[0]
+                    if task.media
+                    else allowed[0]
                 ),
             )
         input_columns.append(column)
@@ -398,7 +402,8 @@ def parse_model(options: Mapping[str, str], columns: Mapping[str, Any]) -> Model
         if len(others) != 1:
             raise HfFdwError(
                 "cannot tell which column receives the prediction",
-                detail="columns other than the inputs: " + (", ".join(others) or "none"),
+                detail="columns other than the inputs: "
+                + (", ".join(others) or "none"),
                 hint="add OPTIONS (target_column '<column>')",
             )
         target = others[0]
@@ -472,8 +477,7 @@ def parse_model(options: Mapping[str, str], columns: Mapping[str, Any]) -> Model
     )
 
 
-_NUMBER_TYPES = ("double precision", "real", "numeric", "integer", "bigint",
-                 "smallint")
+_NUMBER_TYPES = ("double precision", "real", "numeric", "integer", "bigint", "smallint")
 
 
 def _item_columns(
@@ -486,8 +490,10 @@ def _item_columns(
     """With row_per_item 'true': the columns that take an item's fields."""
     flag = (options.get("row_per_item") or "false").lower()
     if flag not in ("true", "false", "on", "off"):
-        raise HfFdwError("option row_per_item must be true or false",
-                         detail=f"got {options['row_per_item']!r}")
+        raise HfFdwError(
+            "option row_per_item must be true or false",
+            detail=f"got {options['row_per_item']!r}",
+        )
     if flag in ("false", "off"):
         return ()
     if task.item_fields is None:
@@ -497,8 +503,10 @@ def _item_columns(
             hint="row_per_item works for: " + ", ".join(with_items),
         )
     if options.get("target_column"):
-        raise HfFdwError("row_per_item and target_column do not go together",
-                         hint="each item field has a column of its name")
+        raise HfFdwError(
+            "row_per_item and target_column do not go together",
+            hint="each item field has a column of its name",
+        )
     fields = task.item_fields
     chosen = [c for c in columns if c not in input_columns and c not in extras.values()]
     if not chosen:

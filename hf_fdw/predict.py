@@ -87,8 +87,8 @@ def inputs_from_quals(
             detail="the model is only asked for the inputs named in WHERE or "
             "in a join; OR and expressions such as lower(col) = ... are not "
             "passed to the model",
-            hint=f"add WHERE \"{example}\" = '...', \"{example}\" IN (...), or "
-            f"JOIN another table ON its column = \"{example}\"",
+            hint=f'add WHERE "{example}" = \'...\', "{example}" IN (...), or '
+            f'JOIN another table ON its column = "{example}"',
         )
     return list(itertools.product(*(wanted[c] for c in input_columns)))
 
@@ -165,9 +165,16 @@ class Predictor:
             else None
         )
         self._model_key = cache.model_key(
-            self.url, model.model, model.task, model.parameters, model.options,
-            model.labels, model.candidate_labels, model.score_column is not None,
-            model.answer_column is not None, key_id,
+            self.url,
+            model.model,
+            model.task,
+            model.parameters,
+            model.options,
+            model.labels,
+            model.candidate_labels,
+            model.score_column is not None,
+            model.answer_column is not None,
+            key_id,
         )
         self.usage = USAGE.setdefault(
             (engine.name, model.model or self.url, model.task), Usage()
@@ -184,7 +191,11 @@ class Predictor:
 
     def check_credentials(self) -> None:
         """Refuse to call the hosted router with no key, before any request."""
-        if self.engine.is_hosted and not self.engine.api_key and not self.model.endpoint:
+        if (
+            self.engine.is_hosted
+            and not self.engine.api_key
+            and not self.model.endpoint
+        ):
             raise HfFdwError(
                 f"engine {self.engine.name!r} has no API key for the hosted "
                 "Inference API",
@@ -344,7 +355,9 @@ class Predictor:
             if self.engine.verbose:
                 log.info(
                     "hf_fdw: %d request(s) to %s in %.3f s, %d from cache",
-                    len(todo), self.url, time.monotonic() - started,
+                    len(todo),
+                    self.url,
+                    time.monotonic() - started,
                     len(found),
                 )
             for inputs, answer in zip(todo, answers):

@@ -121,11 +121,7 @@ def _scored_items(task: str, answer: Any) -> list[dict[str, Any]]:
                 ]
         else:
             answer = [answer]
-    if (
-        isinstance(answer, list)
-        and len(answer) == 1
-        and isinstance(answer[0], list)
-    ):
+    if isinstance(answer, list) and len(answer) == 1 and isinstance(answer[0], list):
         answer = answer[0]
     if not isinstance(answer, list) or not answer:
         raise _unexpected(task, answer, "a non-empty list of {label, score}")
@@ -169,7 +165,7 @@ def rename_label(label: str, model: ModelSettings) -> str:
             raise HfFdwError(
                 f"labels has no name for class {label!r}",
                 detail="labels renames: " + ", ".join(map(repr, labels)),
-                hint=f"add the class to labels, e.g. '{{\"{label}\": \"...\"}}'",
+                hint=f'add the class to labels, e.g. \'{{"{label}": "..."}}\'',
             )
         return str(labels[label])
 
@@ -185,7 +181,7 @@ def rename_label(label: str, model: ModelSettings) -> str:
                 f"by position, but model {model.model!r} answered the class "
                 f"{label!r}, whose position is not known",
                 hint="give labels as an object that maps each class name, "
-                f"e.g. labels => '{{\"{label}\": \"...\"}}'",
+                f'e.g. labels => \'{{"{label}": "..."}}\'',
             )
         index = known.index(label)
     if index >= len(labels):
@@ -236,8 +232,10 @@ _MASK_TOKENS = ("[MASK]", "<mask>")
 
 
 def _read_fill_mask(answer: Any, inputs: Inputs, model: ModelSettings) -> str:
-    if isinstance(answer, list) and answer and all(
-        isinstance(item, list) for item in answer
+    if (
+        isinstance(answer, list)
+        and answer
+        and all(isinstance(item, list) for item in answer)
     ):
         masks = answer
     else:
@@ -261,9 +259,7 @@ def _read_fill_mask(answer: Any, inputs: Inputs, model: ModelSettings) -> str:
     text = str(inputs[0])
     token = next((t for t in _MASK_TOKENS if t in text), None)
     if token is None or text.count(token) != len(candidates):
-        raise _unexpected(
-            model.task, answer, f"one list per mask token in {text!r}"
-        )
+        raise _unexpected(model.task, answer, f"one list per mask token in {text!r}")
     for candidate in candidates:
         token_str = candidate.get("token_str")
         if not isinstance(token_str, str):
@@ -335,16 +331,15 @@ def _read_embedding_batch(
         raise HfFdwError(
             "a batched answer does not line up with its inputs",
             detail=f"sent {len(group)} inputs, got {got} results",
-            hint="this endpoint does not batch feature-extraction; set "
-            "batch_size to 1",
+            hint="this endpoint does not batch feature-extraction; set batch_size to 1",
         )
-    return [_read_embedding([vector], inputs, model) for vector, inputs in
-            zip(answer, group)]
+    return [
+        _read_embedding([vector], inputs, model)
+        for vector, inputs in zip(answer, group)
+    ]
 
 
-def _read_embedding(
-    answer: Any, inputs: Inputs, model: ModelSettings
-) -> list[float]:
+def _read_embedding(answer: Any, inputs: Inputs, model: ModelSettings) -> list[float]:
     vector = answer
     if isinstance(vector, list) and len(vector) == 1 and isinstance(vector[0], list):
         vector = vector[0]
@@ -484,15 +479,33 @@ def _read_image(answer: Any, inputs: Inputs, model: ModelSettings) -> bytes:
 
 LABEL_FIELDS = {"label": "text", "score": "number"}
 # xmin and xmax are PostgreSQL's own system columns: the box's are box_*.
-BOX_FIELDS = {**LABEL_FIELDS, "box_xmin": "number", "box_ymin": "number",
-              "box_xmax": "number", "box_ymax": "number"}
-ENTITY_FIELDS = {"entity_group": "text", "score": "number", "word": "text",
-                 "start": "number", "end": "number"}
-MASK_FIELDS = {"sequence": "text", "score": "number", "token": "number",
-               "token_str": "text"}
+BOX_FIELDS = {
+    **LABEL_FIELDS,
+    "box_xmin": "number",
+    "box_ymin": "number",
+    "box_xmax": "number",
+    "box_ymax": "number",
+}
+ENTITY_FIELDS = {
+    "entity_group": "text",
+    "score": "number",
+    "word": "text",
+    "start": "number",
+    "end": "number",
+}
+MASK_FIELDS = {
+    "sequence": "text",
+    "score": "number",
+    "token": "number",
+    "token_str": "text",
+}
 CHUNK_FIELDS = {"text": "text", "start": "number", "end": "number"}
-ANSWER_FIELDS = {"answer": "text", "score": "number", "start": "number",
-                 "end": "number"}
+ANSWER_FIELDS = {
+    "answer": "text",
+    "score": "number",
+    "start": "number",
+    "end": "number",
+}
 
 
 def _label_items(answer: Any, model: ModelSettings) -> list[dict[str, Any]]:
@@ -524,8 +537,7 @@ def _entity_items(answer: Any, model: ModelSettings) -> list[dict[str, Any]]:
 def _mask_items(answer: Any, model: ModelSettings) -> list[dict[str, Any]]:
     if isinstance(answer, list) and answer and isinstance(answer[0], list):
         raise HfFdwError(
-            "row_per_item gives the candidates of one mask, and the text has "
-            "several",
+            "row_per_item gives the candidates of one mask, and the text has several",
             hint="put one mask token in each text",
         )
     _read_fill_mask(answer, ("",), model)  # checks the shape
@@ -570,9 +582,11 @@ def _chat_body(inputs: Inputs, model: ModelSettings) -> dict[str, Any]:
 
 def _read_chat(answer: Any, inputs: Inputs, model: ModelSettings) -> str:
     choices = answer.get("choices") if isinstance(answer, Mapping) else None
-    message = choices[0].get("message") if (
-        isinstance(choices, list) and choices and isinstance(choices[0], Mapping)
-    ) else None
+    message = (
+        choices[0].get("message")
+        if (isinstance(choices, list) and choices and isinstance(choices[0], Mapping))
+        else None
+    )
     content = message.get("content") if isinstance(message, Mapping) else None
     if not isinstance(content, str):
         raise _unexpected(model.task, answer, "{choices: [{message: {content}}]}")

@@ -5,7 +5,8 @@ Three ways, tried in order:
 1. ``HF_FDW_TEST_DSN``: a database you prepared (Multicorn2 installed, the
    extension files installed, the server able to import ``hf_fdw``); the
    tests create the extension there and drop every engine they made;
-2. where this machine has PostgreSQL's server binaries and Multicorn2: a throwaway cluster made with this machine's server binaries
+2. where this machine has PostgreSQL's server binaries and Multicorn2: a
+   throwaway cluster made with this machine's server binaries
    (``pg_config``), listening on 127.0.0.1 only, with a copy of this
    checkout's ``hf_fdw`` package on the server's PYTHONPATH;
 3. otherwise, where a Docker engine is reachable: the image of

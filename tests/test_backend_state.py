@@ -20,7 +20,7 @@ def spam(db: Any, endpoint: Any) -> Any:
     db.execute(
         "SELECT hf_fdw.create_model('spam', 'label', 'local', "
         "task => 'text-classification', model_name => 'acme/spam', "
-        "labels => '[\"ham\", \"spam\"]')"
+        'labels => \'["ham", "spam"]\')'
     )
     return db
 
@@ -95,8 +95,9 @@ def test_verbose_reports_each_batch(spam: Any) -> None:
 
 
 def test_describe_model_shows_settings(spam: Any) -> None:
-    spam.execute("ALTER FOREIGN TABLE spam OPTIONS (ADD on_error 'null', "
-                 "ADD max_requests '50')")
+    spam.execute(
+        "ALTER FOREIGN TABLE spam OPTIONS (ADD on_error 'null', ADD max_requests '50')"
+    )
     described = dict(
         spam.execute("SELECT * FROM hf_fdw.describe_model('spam')").fetchall()
     )
@@ -123,10 +124,13 @@ def test_upgrade_from_0_1_0_keeps_models_and_matches_a_fresh_install(
     try:
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute("CREATE EXTENSION hf_fdw VERSION '0.1.0' CASCADE")
-            conn.execute("SELECT hf_fdw.create_engine('local', endpoint => %s)",
-                         (endpoint.url,))
-            conn.execute("SELECT hf_fdw.create_model('spam', 'label', 'local', "
-                         "task => 'text-classification', model_name => 'acme/spam')")
+            conn.execute(
+                "SELECT hf_fdw.create_engine('local', endpoint => %s)", (endpoint.url,)
+            )
+            conn.execute(
+                "SELECT hf_fdw.create_model('spam', 'label', 'local', "
+                "task => 'text-classification', model_name => 'acme/spam')"
+            )
             conn.execute("ALTER EXTENSION hf_fdw UPDATE TO '0.2.0'")
             upgraded = [row[0] for row in conn.execute(members)]
             assert conn.execute(

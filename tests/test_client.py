@@ -395,13 +395,16 @@ def test_chat_only_model_gets_a_hint(endpoint: Any) -> None:
     """text-generation on a model served only for chat."""
     endpoint.script(
         "/models/acme/chat",
-        Reply({"error": "Model acme/chat is not supported for task text-generation "
-                        "and provider hf-inference. Supported task: conversational."},
-              status=400),
+        Reply(
+            {
+                "error": "Model acme/chat is not supported for task text-generation "
+                "and provider hf-inference. Supported task: conversational."
+            },
+            status=400,
+        ),
     )
     client = InferenceClient(
-        EngineSettings("local", endpoint.url, timeout=5.0, max_retries=0,
-                       concurrency=1)
+        EngineSettings("local", endpoint.url, timeout=5.0, max_retries=0, concurrency=1)
     )
     with pytest.raises(HfFdwError) as caught:
         client.post(endpoint.url + "/models/acme/chat", {"inputs": "hi"}, "acme/chat")
@@ -441,8 +444,13 @@ class _RawServer:
 
 
 def engine_with(url: str, **settings: Any) -> EngineSettings:
-    values: dict[str, Any] = {"name": "raw", "endpoint": url, "timeout": 1.0,
-                              "max_retries": 0, "concurrency": 1}
+    values: dict[str, Any] = {
+        "name": "raw",
+        "endpoint": url,
+        "timeout": 1.0,
+        "max_retries": 0,
+        "concurrency": 1,
+    }
     values.update(settings)
     return EngineSettings(**values)
 
@@ -451,8 +459,10 @@ def test_a_trickling_answer_ends_at_the_engine_timeout() -> None:
     """A byte every 0.2 s never trips a read timeout; the total one ends it."""
 
     def trickle(conn: socket.socket) -> None:
-        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                     b"Content-Length: 100000\r\n\r\n")
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 100000\r\n\r\n"
+        )
         for _ in range(100):
             conn.sendall(b" ")
             time.sleep(0.2)
@@ -464,8 +474,9 @@ def test_a_trickling_answer_ends_at_the_engine_timeout() -> None:
         with pytest.raises(HfFdwError) as caught:
             client.post(server.url, {"inputs": "x"})
         assert time.monotonic() - started < 2.0
-        assert caught.value.detail == "no answer from %s within 1 s" % (
-            server.url.split("/")[2]
+        assert (
+            caught.value.detail
+            == "no answer from %s within 1 s" % (server.url.split("/")[2])
         )
     finally:
         server.close()
@@ -481,9 +492,10 @@ def test_a_huge_compressed_answer_is_stopped(monkeypatch: Any) -> None:
     bomb = gzip.compress(b"[" + b" " * 5_000_000 + b"]")
 
     def send_bomb(conn: socket.socket) -> None:
-        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                     b"Content-Encoding: gzip\r\nContent-Length: %d\r\n\r\n"
-                     % len(bomb) + bomb)
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            b"Content-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(bomb) + bomb
+        )
 
     server = _RawServer(send_bomb)
     try:
@@ -498,8 +510,9 @@ def test_a_huge_compressed_answer_is_stopped(monkeypatch: Any) -> None:
 
 def test_redirects_are_refused(endpoint: Any) -> None:
     """Following a 302 would turn the POST into a body-less GET."""
-    endpoint.script("/models/moved", Reply({}, status=302,
-                                           headers={"Location": "/models/new"}))
+    endpoint.script(
+        "/models/moved", Reply({}, status=302, headers={"Location": "/models/new"})
+    )
     client = InferenceClient(engine_with(endpoint.url))
     with pytest.raises(HfFdwError) as caught:
         client.post(endpoint.url + "/models/moved", {"inputs": "x"})

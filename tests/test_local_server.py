@@ -458,9 +458,14 @@ def test_chunked_body_is_read(url: str) -> None:
 def test_chunk_sizes_that_are_no_sizes_are_refused(url: str, size: bytes) -> None:
     """A negative size once made the server read to the end of the stream."""
     request = (
-        f"POST /models/{MINILM} HTTP/1.1\r\nHost: x\r\n"
-        "Transfer-Encoding: chunked\r\n\r\n"
-    ).encode() + size + b"\r\n" + b"x" * 1000
+        (
+            f"POST /models/{MINILM} HTTP/1.1\r\nHost: x\r\n"
+            "Transfer-Encoding: chunked\r\n\r\n"
+        ).encode()
+        + size
+        + b"\r\n"
+        + b"x" * 1000
+    )
     status, answer = raw_request(url, request)
     assert status == 400
     assert answer["error"] == "the chunked body is malformed"

@@ -21,8 +21,10 @@ def png(width: int = 2, height: int = 2) -> bytes:
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         body = kind + data
-        return struct.pack(">I", len(data)) + body + struct.pack(
-            ">I", zlib.crc32(body) & 0xFFFFFFFF
+        return (
+            struct.pack(">I", len(data))
+            + body
+            + struct.pack(">I", zlib.crc32(body) & 0xFFFFFFFF)
         )
 
     rows = b"".join(b"\x00" + b"\x80" * width for _ in range(height))
@@ -46,8 +48,6 @@ def wav(frames: int = 1600) -> bytes:
     return out.getvalue()
 
 
-
-
 def engine(db: Any, endpoint: Any, allow_private: bool = False) -> None:
     options = {"allow_private_urls": True} if allow_private else {}
     db.execute(
@@ -63,8 +63,10 @@ CAT = [{"label": "tabby cat", "score": 0.82}, {"label": "tiger cat", "score": 0.
 def test_image_classification_from_bytea(db: Any, endpoint: Any) -> None:
     endpoint.script(VIT, Reply(CAT))
     engine(db, endpoint)
-    db.execute("SELECT hf_fdw.create_model('pets', 'label', 'local', "
-               "task => 'image-classification', input_column => 'image')")
+    db.execute(
+        "SELECT hf_fdw.create_model('pets', 'label', 'local', "
+        "task => 'image-classification', input_column => 'image')"
+    )
     assert db.execute(
         "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
         "WHERE attrelid = 'pets'::regclass AND attname = 'image'"
@@ -86,11 +88,15 @@ def test_image_classification_from_bytea(db: Any, endpoint: Any) -> None:
 def test_score_and_whole_answer_columns(db: Any, endpoint: Any) -> None:
     endpoint.script(VIT, Reply(CAT))
     engine(db, endpoint)
-    db.execute("SELECT hf_fdw.create_model('pets', 'label', 'local', "
-               "task => 'image-classification', input_column => 'image')")
-    db.execute("ALTER FOREIGN TABLE pets "
-               "ADD COLUMN confidence double precision OPTIONS (value 'score'), "
-               "ADD COLUMN answer jsonb OPTIONS (value 'answer')")
+    db.execute(
+        "SELECT hf_fdw.create_model('pets', 'label', 'local', "
+        "task => 'image-classification', input_column => 'image')"
+    )
+    db.execute(
+        "ALTER FOREIGN TABLE pets "
+        "ADD COLUMN confidence double precision OPTIONS (value 'score'), "
+        "ADD COLUMN answer jsonb OPTIONS (value 'answer')"
+    )
     row = db.execute(
         "SELECT label, confidence, answer FROM pets WHERE image = %s", (png(),)
     ).fetchone()
@@ -100,9 +106,11 @@ def test_score_and_whole_answer_columns(db: Any, endpoint: Any) -> None:
 def test_parameters_send_base64_json(db: Any, endpoint: Any) -> None:
     endpoint.script(VIT, Reply(CAT))
     engine(db, endpoint)
-    db.execute("SELECT hf_fdw.create_model('pets', 'label', 'local', "
-               "task => 'image-classification', input_column => 'image', "
-               "parameters => '{\"top_k\": 2}')")
+    db.execute(
+        "SELECT hf_fdw.create_model('pets', 'label', 'local', "
+        "task => 'image-classification', input_column => 'image', "
+        "parameters => '{\"top_k\": 2}')"
+    )
     picture = png()
     db.execute("SELECT label FROM pets WHERE image = %s", (picture,)).fetchall()
     import base64
@@ -119,8 +127,10 @@ def test_speech_recognition_from_a_url(db: Any, endpoint: Any) -> None:
     sound = wav()
     url = endpoint.serve_file("/media/hello.wav", sound, "audio/wav")
     engine(db, endpoint, allow_private=True)
-    db.execute("SELECT hf_fdw.create_model('speech', 'transcript', 'local', "
-               "task => 'automatic-speech-recognition', input_column => 'audio')")
+    db.execute(
+        "SELECT hf_fdw.create_model('speech', 'transcript', 'local', "
+        "task => 'automatic-speech-recognition', input_column => 'audio')"
+    )
     rows = db.execute(
         "SELECT convert_from(audio, 'UTF8'), transcript FROM speech WHERE audio = %s",
         (url.encode(),),
@@ -133,14 +143,15 @@ def test_speech_recognition_from_a_url(db: Any, endpoint: Any) -> None:
 
 def test_text_url_column_on_a_hand_written_table(db: Any, endpoint: Any) -> None:
     path = "/models/superb/hubert-large-superb-er"
-    endpoint.script(path, Reply([{"label": "neu", "score": 0.6},
-                                 {"label": "hap", "score": 0.3}]))
+    endpoint.script(
+        path, Reply([{"label": "neu", "score": 0.6}, {"label": "hap", "score": 0.3}])
+    )
     url = endpoint.serve_file("/media/voice.wav", wav(), "audio/wav")
     engine(db, endpoint, allow_private=True)
     db.execute(
         "CREATE FOREIGN TABLE mood (clip text, emotion text) SERVER local "
         "OPTIONS (task 'audio-classification', input_column 'clip', "
-        "labels '{\"neu\": \"neutral\", \"hap\": \"happy\"}')"
+        'labels \'{"neu": "neutral", "hap": "happy"}\')'
     )
     assert db.execute(
         "SELECT clip, emotion FROM mood WHERE clip = %s", (url,)
@@ -157,13 +168,13 @@ def test_text_url_column_on_a_hand_written_table(db: Any, endpoint: Any) -> None
         ("http://10.0.0.1/cat.png", "private"),
     ],
 )
-def test_refused_media_inputs(
-    db: Any, endpoint: Any, value: str, message: str
-) -> None:
+def test_refused_media_inputs(db: Any, endpoint: Any, value: str, message: str) -> None:
     """Case C19, and addresses an engine does not allow."""
     engine(db, endpoint)
-    db.execute("SELECT hf_fdw.create_model('pets', 'label', 'local', "
-               "task => 'image-classification', input_column => 'image')")
+    db.execute(
+        "SELECT hf_fdw.create_model('pets', 'label', 'local', "
+        "task => 'image-classification', input_column => 'image')"
+    )
     error = sql_error(db, "SELECT label FROM pets WHERE image = %s", (value.encode(),))
     assert message in str(error)
     assert endpoint.requests == []
@@ -172,57 +183,80 @@ def test_refused_media_inputs(
 def test_loopback_url_needs_the_engines_permission(db: Any, endpoint: Any) -> None:
     url = endpoint.serve_file("/media/cat.png", png(), "image/png")
     engine(db, endpoint)
-    db.execute("SELECT hf_fdw.create_model('pets', 'label', 'local', "
-               "task => 'image-classification', input_column => 'image')")
+    db.execute(
+        "SELECT hf_fdw.create_model('pets', 'label', 'local', "
+        "task => 'image-classification', input_column => 'image')"
+    )
     error = sql_error(db, "SELECT label FROM pets WHERE image = %s", (url.encode(),))
     assert "loopback" in str(error)
     assert "allow_private_urls" in error.diag.message_hint
     # A model's own table options cannot open what the engine keeps closed.
-    error = sql_error(db, "ALTER FOREIGN TABLE pets OPTIONS "
-                          "(ADD allow_private_urls 'true')")
+    error = sql_error(
+        db, "ALTER FOREIGN TABLE pets OPTIONS (ADD allow_private_urls 'true')"
+    )
     assert error.diag.message_primary == "a model's table cannot set allow_private_urls"
     assert endpoint.requests_to("/media/cat.png") == []
 
 
 def test_unknown_bytes_are_refused(db: Any, endpoint: Any) -> None:
     engine(db, endpoint)
-    db.execute("SELECT hf_fdw.create_model('pets', 'label', 'local', "
-               "task => 'image-classification', input_column => 'image')")
-    error = sql_error(db, "SELECT label FROM pets WHERE image = %s",
-                      (b"\x00\x01not an image",))
+    db.execute(
+        "SELECT hf_fdw.create_model('pets', 'label', 'local', "
+        "task => 'image-classification', input_column => 'image')"
+    )
+    error = sql_error(
+        db, "SELECT label FROM pets WHERE image = %s", (b"\x00\x01not an image",)
+    )
     assert "unknown media type" in error.diag.message_primary
 
 
 def test_object_detection_gives_jsonb(db: Any, endpoint: Any) -> None:
     path = "/models/facebook/detr-resnet-50"
     boxes = [
-        {"label": "dog", "score": 0.71,
-         "box": {"xmin": 1, "ymin": 2, "xmax": 30, "ymax": 40}},
-        {"label": "cat", "score": 0.97,
-         "box": {"xmin": 5, "ymin": 6, "xmax": 50, "ymax": 60}},
+        {
+            "label": "dog",
+            "score": 0.71,
+            "box": {"xmin": 1, "ymin": 2, "xmax": 30, "ymax": 40},
+        },
+        {
+            "label": "cat",
+            "score": 0.97,
+            "box": {"xmin": 5, "ymin": 6, "xmax": 50, "ymax": 60},
+        },
     ]
     endpoint.script(path, Reply(boxes))
     engine(db, endpoint)
-    db.execute("SELECT hf_fdw.create_model('detector', 'objects', 'local', "
-               "task => 'object-detection', input_column => 'image')")
+    db.execute(
+        "SELECT hf_fdw.create_model('detector', 'objects', 'local', "
+        "task => 'object-detection', input_column => 'image')"
+    )
     rows = db.execute(
         "SELECT o ->> 'label', (o -> 'box' ->> 'xmax')::int "
         "FROM detector d, jsonb_array_elements(d.objects) o "
-        "WHERE d.image = %s", (png(),)
+        "WHERE d.image = %s",
+        (png(),),
     ).fetchall()
     assert rows == [("cat", 50), ("dog", 30)]
 
 
 def test_token_classification_gives_entities(db: Any, endpoint: Any) -> None:
     path = "/models/dslim/bert-base-NER"
-    entities = [{"entity_group": "PER", "score": 0.99, "word": "Clara",
-                 "start": 11, "end": 16},
-                {"entity_group": "LOC", "score": 0.98, "word": "Berkeley",
-                 "start": 31, "end": 39}]
+    entities = [
+        {"entity_group": "PER", "score": 0.99, "word": "Clara", "start": 11, "end": 16},
+        {
+            "entity_group": "LOC",
+            "score": 0.98,
+            "word": "Berkeley",
+            "start": 31,
+            "end": 39,
+        },
+    ]
     endpoint.script(path, Reply(entities))
     engine(db, endpoint)
-    db.execute("SELECT hf_fdw.create_model('ner', 'entities', 'local', "
-               "task => 'token-classification')")
+    db.execute(
+        "SELECT hf_fdw.create_model('ner', 'entities', 'local', "
+        "task => 'token-classification')"
+    )
     rows = db.execute(
         "SELECT e ->> 'entity_group', e ->> 'word' FROM ner n, "
         "jsonb_array_elements(n.entities) e "
@@ -236,8 +270,10 @@ def test_text_to_image_gives_bytea(db: Any, endpoint: Any) -> None:
     picture = png(4, 4)
     endpoint.script(path, Reply(body=picture, headers={"Content-Type": "image/png"}))
     engine(db, endpoint)
-    db.execute("SELECT hf_fdw.create_model('painter', 'image', 'local', "
-               "task => 'text-to-image', input_column => 'prompt')")
+    db.execute(
+        "SELECT hf_fdw.create_model('painter', 'image', 'local', "
+        "task => 'text-to-image', input_column => 'prompt')"
+    )
     row = db.execute(
         "SELECT image, pg_typeof(image)::text FROM painter "
         "WHERE prompt = 'a grey square'"
@@ -248,12 +284,23 @@ def test_text_to_image_gives_bytea(db: Any, endpoint: Any) -> None:
 
 def test_table_question_answering(db: Any, endpoint: Any) -> None:
     path = "/models/google/tapas-base-finetuned-wtq"
-    endpoint.script(path, Reply({"answer": "AVERAGE > 36542", "coordinates": [[0, 1]],
-                                 "cells": ["36542"], "aggregator": "AVERAGE"}))
+    endpoint.script(
+        path,
+        Reply(
+            {
+                "answer": "AVERAGE > 36542",
+                "coordinates": [[0, 1]],
+                "cells": ["36542"],
+                "aggregator": "AVERAGE",
+            }
+        ),
+    )
     engine(db, endpoint)
-    db.execute("SELECT hf_fdw.create_model('tables', 'answer', 'local', "
-               "task => 'table-question-answering', input_column => 'query', "
-               "context_column => 'data')")
+    db.execute(
+        "SELECT hf_fdw.create_model('tables', 'answer', 'local', "
+        "task => 'table-question-answering', input_column => 'query', "
+        "context_column => 'data')"
+    )
     table = '{"Repository": ["Transformers", "Datasets"], "Stars": ["36542", "4512"]}'
     row = db.execute(
         "SELECT answer FROM tables WHERE query = %s AND data = %s",
@@ -263,11 +310,15 @@ def test_table_question_answering(db: Any, endpoint: Any) -> None:
     assert endpoint.requests_to(path)[0].json == {
         "inputs": {
             "query": "How many stars does the transformers repository have?",
-            "table": {"Repository": ["Transformers", "Datasets"],
-                      "Stars": ["36542", "4512"]},
+            "table": {
+                "Repository": ["Transformers", "Datasets"],
+                "Stars": ["36542", "4512"],
+            },
         }
     }
-    error = sql_error(db, "SELECT answer FROM tables WHERE query = 'q' AND data = '[1]'")
+    error = sql_error(
+        db, "SELECT answer FROM tables WHERE query = 'q' AND data = '[1]'"
+    )
     assert error.diag.message_primary == "the table must be a JSON object of columns"
 
 
@@ -275,12 +326,23 @@ class TestRowPerItem:
     """OPTIONS (row_per_item 'true'): one row per box, entity, label or chunk."""
 
     def test_object_detection_boxes_as_rows(self, db: Any, endpoint: Any) -> None:
-        endpoint.script("/models/facebook/detr-resnet-50", Reply([
-            {"label": "dog", "score": 0.71,
-             "box": {"xmin": 1, "ymin": 2, "xmax": 30, "ymax": 40}},
-            {"label": "cat", "score": 0.97,
-             "box": {"xmin": 5, "ymin": 6, "xmax": 50, "ymax": 60}},
-        ]))
+        endpoint.script(
+            "/models/facebook/detr-resnet-50",
+            Reply(
+                [
+                    {
+                        "label": "dog",
+                        "score": 0.71,
+                        "box": {"xmin": 1, "ymin": 2, "xmax": 30, "ymax": 40},
+                    },
+                    {
+                        "label": "cat",
+                        "score": 0.97,
+                        "box": {"xmin": 5, "ymin": 6, "xmax": 50, "ymax": 60},
+                    },
+                ]
+            ),
+        )
         engine(db, endpoint)
         db.execute(
             "CREATE FOREIGN TABLE boxes (image bytea, label text, "
@@ -297,28 +359,48 @@ class TestRowPerItem:
         assert rows == [("cat", 0.97, 5, 6, 50, 60), ("dog", 0.71, 1, 2, 30, 40)]
 
     def test_top_k_labels_as_rows(self, db: Any, endpoint: Any) -> None:
-        endpoint.script("/models/acme/topics", Reply([[
-            {"label": "LABEL_2", "score": 0.1}, {"label": "LABEL_0", "score": 0.6},
-            {"label": "LABEL_1", "score": 0.3}]]))
+        endpoint.script(
+            "/models/acme/topics",
+            Reply(
+                [
+                    [
+                        {"label": "LABEL_2", "score": 0.1},
+                        {"label": "LABEL_0", "score": 0.6},
+                        {"label": "LABEL_1", "score": 0.3},
+                    ]
+                ]
+            ),
+        )
         engine(db, endpoint)
         db.execute(
             "CREATE FOREIGN TABLE topics (text text, label text, score real) "
             "SERVER local OPTIONS (task 'text-classification', model 'acme/topics', "
-            "labels '[\"sport\", \"music\", \"news\"]', parameters '{\"top_k\": 3}', "
+            'labels \'["sport", "music", "news"]\', parameters \'{"top_k": 3}\', '
             "row_per_item 'true')"
         )
         rows = db.execute(
             "SELECT text, label, round(score::numeric, 2)::float8 FROM topics "
             "WHERE text IN ('guitar', NULL)"
         ).fetchall()
-        assert rows == [("guitar", "sport", 0.6), ("guitar", "music", 0.3),
-                        ("guitar", "news", 0.1)]
+        assert rows == [
+            ("guitar", "sport", 0.6),
+            ("guitar", "music", 0.3),
+            ("guitar", "news", 0.1),
+        ]
 
     def test_speech_chunks_with_timestamps(self, db: Any, endpoint: Any) -> None:
-        endpoint.script("/models/openai/whisper-small", Reply({
-            "text": "hello world",
-            "chunks": [{"text": "hello", "timestamp": [0.0, 0.5]},
-                       {"text": " world", "timestamp": [0.5, 1.1]}]}))
+        endpoint.script(
+            "/models/openai/whisper-small",
+            Reply(
+                {
+                    "text": "hello world",
+                    "chunks": [
+                        {"text": "hello", "timestamp": [0.0, 0.5]},
+                        {"text": " world", "timestamp": [0.5, 1.1]},
+                    ],
+                }
+            ),
+        )
         engine(db, endpoint)
         db.execute(
             "CREATE FOREIGN TABLE words (audio bytea, text text, start real, "
@@ -334,21 +416,30 @@ class TestRowPerItem:
     @pytest.mark.parametrize(
         ("definition", "message"),
         [
-            ("(text text, label text, weight real) OPTIONS (task "
-             "'text-classification', row_per_item 'true')",
-             "column 'weight' is no field of a text-classification item"),
-            ("(text text, label int) OPTIONS (task 'text-classification', "
-             "row_per_item 'true')",
-             "column 'label' has type integer, but the field is a text"),
-            ("(text text, summary text) OPTIONS (task 'summarization', "
-             "row_per_item 'true')",
-             "task summarization gives one value, not items"),
+            (
+                "(text text, label text, weight real) OPTIONS (task "
+                "'text-classification', row_per_item 'true')",
+                "column 'weight' is no field of a text-classification item",
+            ),
+            (
+                "(text text, label int) OPTIONS (task 'text-classification', "
+                "row_per_item 'true')",
+                "column 'label' has type integer, but the field is a text",
+            ),
+            (
+                "(text text, summary text) OPTIONS (task 'summarization', "
+                "row_per_item 'true')",
+                "task summarization gives one value, not items",
+            ),
         ],
     )
     def test_bad_item_tables_are_refused(
         self, db: Any, endpoint: Any, definition: str, message: str
     ) -> None:
         engine(db, endpoint)
-        error = sql_error(db, "CREATE FOREIGN TABLE bad "
-                              + definition.replace(" OPTIONS", " SERVER local OPTIONS"))
+        error = sql_error(
+            db,
+            "CREATE FOREIGN TABLE bad "
+            + definition.replace(" OPTIONS", " SERVER local OPTIONS"),
+        )
         assert error.diag.message_primary == message

@@ -542,7 +542,9 @@ class TestExtraColumns:
         }
         model = parse_model({"task": "text-classification"}, columns)
         assert (model.target_column, model.score_column, model.answer_column) == (
-            "label", "confidence", "raw"
+            "label",
+            "confidence",
+            "raw",
         )
 
     def test_an_extra_column_cannot_be_the_target(self) -> None:
@@ -575,7 +577,9 @@ class TestModelOverrides:
             environ={},
         )
         assert (engine.timeout, engine.max_requests, engine.on_error) == (
-            2.5, 50, "null"
+            2.5,
+            50,
+            "null",
         )
 
     @pytest.mark.parametrize(

@@ -329,9 +329,7 @@ class TestRequests:
         assert len(endpoint.requests) == 1
         assert predictor.usage.cache_hits == 1
 
-    def test_changed_parameters_are_not_served_from_cache(
-        self, endpoint: Any
-    ) -> None:
+    def test_changed_parameters_are_not_served_from_cache(self, endpoint: Any) -> None:
         endpoint.respond(SPAM, spam_classifier)
         plain = Predictor(engine_for(endpoint.url), spam_model())
         tuned = Predictor(
@@ -536,15 +534,22 @@ class TestBatching:
         )
         texts = ["a", "bb", "ccc", "dddd", "eeeee", "a"]
         values = predictor.predict([(t,) for t in texts])
-        assert values == [[1.0, 1.0], [2.0, 1.0], [3.0, 1.0], [4.0, 1.0],
-                          [5.0, 1.0], [1.0, 1.0]]
+        assert values == [
+            [1.0, 1.0],
+            [2.0, 1.0],
+            [3.0, 1.0],
+            [4.0, 1.0],
+            [5.0, 1.0],
+            [1.0, 1.0],
+        ]
         assert sorted(len(r.json["inputs"]) for r in endpoint.requests) == [2, 3]
 
     def test_a_misaligned_answer_fails_the_group(self, endpoint: Any) -> None:
         path = "/models/acme/embed/pipeline/feature-extraction"
         endpoint.script(path, Reply([[0.5, 0.5]]))
-        predictor = Predictor(engine_for(endpoint.url, batch_size=4),
-                              self.embed_model())
+        predictor = Predictor(
+            engine_for(endpoint.url, batch_size=4), self.embed_model()
+        )
         with pytest.raises(HfFdwError) as caught:
             predictor.predict([("a",), ("b",)])
         assert caught.value.message == (

@@ -18,8 +18,6 @@ psycopg = pytest.importorskip("psycopg", reason="psycopg (3) is not installed")
 SPAM_PATH = "/models/acme/spam-detector"
 
 
-
-
 @pytest.fixture
 def spam(db: Any, endpoint: Any) -> Any:
     """The seed's spam classifier: LABEL_0/LABEL_1 renamed to ham/spam."""
@@ -112,8 +110,10 @@ class TestSpamClassifier:
         self, spam: Any, endpoint: Any
     ) -> None:
         """Case C11."""
-        spam.execute("CREATE TEMP TABLE big AS SELECT 'message ' || (i % 10) AS body"
-                     " FROM generate_series(1, 1000) i")
+        spam.execute(
+            "CREATE TEMP TABLE big AS SELECT 'message ' || (i % 10) AS body"
+            " FROM generate_series(1, 1000) i"
+        )
         spam.execute("ANALYZE big")
         count = spam.execute(
             "SELECT count(*), count(DISTINCT s.text) FROM big b "
@@ -123,19 +123,23 @@ class TestSpamClassifier:
         assert len(endpoint.requests_to(SPAM_PATH)) == 10
 
     def test_prepared_statement(self, spam: Any) -> None:
-        spam.execute("PREPARE spam_check(text) AS "
-                     "SELECT is_spam FROM spam_classifier WHERE text = $1")
+        spam.execute(
+            "PREPARE spam_check(text) AS "
+            "SELECT is_spam FROM spam_classifier WHERE text = $1"
+        )
         for _ in range(7):  # past the generic plan switch
-            assert spam.execute("EXECUTE spam_check('win a free prize')").fetchone() == (
-                "spam",
-            )
+            assert spam.execute(
+                "EXECUTE spam_check('win a free prize')"
+            ).fetchone() == ("spam",)
         assert spam.execute("EXECUTE spam_check('hi')").fetchone() == ("ham",)
 
 
 class TestInputs:
     """What the WHERE clause must and must not send."""
 
-    def test_null_input_gives_null_and_no_request(self, spam: Any, endpoint: Any) -> None:
+    def test_null_input_gives_null_and_no_request(
+        self, spam: Any, endpoint: Any
+    ) -> None:
         """Case C9."""
         rows = spam.execute(
             "SELECT text, is_spam FROM spam_classifier WHERE text IS NULL"
@@ -197,7 +201,8 @@ class TestInputs:
 
     def test_filter_on_prediction_keeps_matching_rows(self, spam: Any) -> None:
         rows = spam.execute(
-            "SELECT text FROM spam_classifier WHERE text IN ('win free now', 'hi there')"
+            "SELECT text FROM spam_classifier "
+            "WHERE text IN ('win free now', 'hi there')"
             " AND is_spam = 'spam'"
         ).fetchall()
         assert rows == [("win free now",)]
@@ -218,10 +223,26 @@ class TestTasks:
     ) -> None:
         """Case C1: task only, labels rename the default model's classes."""
         path = "/models/distilbert/distilbert-base-uncased-finetuned-sst-2-english"
-        endpoint.script(path, Reply([[{"label": "POSITIVE", "score": 0.9999},
-                                      {"label": "NEGATIVE", "score": 0.0001}]]))
-        register(db, endpoint, name="sentiment", predict="mood", engine="local",
-                 task="text-classification", labels='["unhappy", "happy"]')
+        endpoint.script(
+            path,
+            Reply(
+                [
+                    [
+                        {"label": "POSITIVE", "score": 0.9999},
+                        {"label": "NEGATIVE", "score": 0.0001},
+                    ]
+                ]
+            ),
+        )
+        register(
+            db,
+            endpoint,
+            name="sentiment",
+            predict="mood",
+            engine="local",
+            task="text-classification",
+            labels='["unhappy", "happy"]',
+        )
         row = db.execute(
             "SELECT mood FROM sentiment WHERE text = 'I like you. I love you'"
         ).fetchone()
@@ -233,11 +254,20 @@ class TestTasks:
     ) -> None:
         """Case C2: a clear error naming the fix, and object labels work."""
         path = "/models/acme/moods"
-        endpoint.script(path, Reply([{"label": "joy", "score": 0.8},
-                                     {"label": "anger", "score": 0.2}]))
-        register(db, endpoint, name="moods", predict="mood", engine="local",
-                 task="text-classification", model_name="acme/moods",
-                 labels='["a", "b"]')
+        endpoint.script(
+            path,
+            Reply([{"label": "joy", "score": 0.8}, {"label": "anger", "score": 0.2}]),
+        )
+        register(
+            db,
+            endpoint,
+            name="moods",
+            predict="mood",
+            engine="local",
+            task="text-classification",
+            model_name="acme/moods",
+            labels='["a", "b"]',
+        )
         error = sql_error(db, "SELECT mood FROM moods WHERE text = 'yay'")
         assert "cannot rename class 'joy' by position" in error.diag.message_primary
         assert "object" in error.diag.message_hint
@@ -254,12 +284,26 @@ class TestTasks:
     def test_flat_answer_and_top_k(self, db: Any, endpoint: Any) -> None:
         """Case C5: flat answers read too, and top_k reaches the body."""
         path = "/models/acme/topics"
-        endpoint.script(path, Reply([{"label": "sport", "score": 0.2},
-                                     {"label": "music", "score": 0.7},
-                                     {"label": "news", "score": 0.1}]))
-        register(db, endpoint, name="topics", predict="topic", engine="local",
-                 task="text-classification", model_name="acme/topics",
-                 parameters='{"top_k": 3}')
+        endpoint.script(
+            path,
+            Reply(
+                [
+                    {"label": "sport", "score": 0.2},
+                    {"label": "music", "score": 0.7},
+                    {"label": "news", "score": 0.1},
+                ]
+            ),
+        )
+        register(
+            db,
+            endpoint,
+            name="topics",
+            predict="topic",
+            engine="local",
+            task="text-classification",
+            model_name="acme/topics",
+            parameters='{"top_k": 3}',
+        )
         assert db.execute(
             "SELECT topic FROM topics WHERE text = 'guitar solo'"
         ).fetchone() == ("music",)
@@ -270,12 +314,21 @@ class TestTasks:
     @pytest.mark.parametrize(
         "answer",
         [
-            [{"label": "refund", "score": 0.91}, {"label": "faq", "score": 0.06},
-             {"label": "legal", "score": 0.03}],
-            {"sequence": "x", "labels": ["refund", "faq", "legal"],
-             "scores": [0.91, 0.06, 0.03]},
-            [{"label": "faq", "score": 0.06}, {"label": "refund", "score": 0.91},
-             {"label": "legal", "score": 0.03}],
+            [
+                {"label": "refund", "score": 0.91},
+                {"label": "faq", "score": 0.06},
+                {"label": "legal", "score": 0.03},
+            ],
+            {
+                "sequence": "x",
+                "labels": ["refund", "faq", "legal"],
+                "scores": [0.91, 0.06, 0.03],
+            },
+            [
+                {"label": "faq", "score": 0.06},
+                {"label": "refund", "score": 0.91},
+                {"label": "legal", "score": 0.03},
+            ],
         ],
         ids=["new-list", "old-object", "unsorted"],
     )
@@ -283,71 +336,130 @@ class TestTasks:
         """Cases C3 and C4: candidate_labels alone work; both shapes read."""
         path = "/models/facebook/bart-large-mnli"
         endpoint.script(path, Reply(answer))
-        register(db, endpoint, name="router", predict="queue", engine="local",
-                 task="zero-shot-classification",
-                 candidate_labels=["refund", "legal", "faq"])
+        register(
+            db,
+            endpoint,
+            name="router",
+            predict="queue",
+            engine="local",
+            task="zero-shot-classification",
+            candidate_labels=["refund", "legal", "faq"],
+        )
         text = "I was charged twice, please give my money back"
         assert db.execute(
             "SELECT queue FROM router WHERE text = %s", (text,)
         ).fetchone() == ("refund",)
         assert bodies(endpoint, path) == [
-            {"inputs": text,
-             "parameters": {"candidate_labels": ["refund", "legal", "faq"]}}
+            {
+                "inputs": text,
+                "parameters": {"candidate_labels": ["refund", "legal", "faq"]},
+            }
         ]
 
     def test_sentence_similarity(self, db: Any, endpoint: Any) -> None:
         """Case C6: inputs nested under "inputs", a float in the row."""
-        path = "/models/sentence-transformers/all-MiniLM-L6-v2/pipeline/sentence-similarity"
+        path = (
+            "/models/sentence-transformers/all-MiniLM-L6-v2"
+            "/pipeline/sentence-similarity"
+        )
         endpoint.script(path, Reply([0.6946]))
-        register(db, endpoint, name="likeness", predict="similarity", engine="local",
-                 task="sentence-similarity", input_column="a", input_column2="b")
+        register(
+            db,
+            endpoint,
+            name="likeness",
+            predict="similarity",
+            engine="local",
+            task="sentence-similarity",
+            input_column="a",
+            input_column2="b",
+        )
         row = db.execute(
             "SELECT a, b, similarity FROM likeness "
             "WHERE a = 'That is a happy person' AND b = 'That is a happy dog'"
         ).fetchone()
         assert row == ("That is a happy person", "That is a happy dog", 0.6946)
         assert bodies(endpoint, path) == [
-            {"inputs": {"source_sentence": "That is a happy person",
-                        "sentences": ["That is a happy dog"]}}
+            {
+                "inputs": {
+                    "source_sentence": "That is a happy person",
+                    "sentences": ["That is a happy dog"],
+                }
+            }
         ]
 
     def test_question_answering(self, db: Any, endpoint: Any) -> None:
         path = "/models/deepset/roberta-base-squad2"
-        endpoint.script(path, Reply({"answer": "Clara", "score": 0.93,
-                                     "start": 11, "end": 16}))
-        register(db, endpoint, name="qa", predict="answer", engine="local",
-                 task="question-answering", input_column="question",
-                 context_column="context")
+        endpoint.script(
+            path, Reply({"answer": "Clara", "score": 0.93, "start": 11, "end": 16})
+        )
+        register(
+            db,
+            endpoint,
+            name="qa",
+            predict="answer",
+            engine="local",
+            task="question-answering",
+            input_column="question",
+            context_column="context",
+        )
         row = db.execute(
             "SELECT answer FROM qa WHERE question = 'What''s my name?' "
             "AND context = 'My name is Clara and I live in Berkeley'"
         ).fetchone()
         assert row == ("Clara",)
         assert bodies(endpoint, path) == [
-            {"inputs": {"question": "What's my name?",
-                        "context": "My name is Clara and I live in Berkeley"}}
+            {
+                "inputs": {
+                    "question": "What's my name?",
+                    "context": "My name is Clara and I live in Berkeley",
+                }
+            }
         ]
 
-    def test_summarization_translation_fill_mask(
-        self, db: Any, endpoint: Any
-    ) -> None:
-        endpoint.script("/models/facebook/bart-large-cnn",
-                        Reply([{"summary_text": "A short summary."}]))
-        endpoint.script("/models/google-t5/t5-small",
-                        Reply([{"translation_text": "Bonjour le monde"}]))
+    def test_summarization_translation_fill_mask(self, db: Any, endpoint: Any) -> None:
+        endpoint.script(
+            "/models/facebook/bart-large-cnn",
+            Reply([{"summary_text": "A short summary."}]),
+        )
+        endpoint.script(
+            "/models/google-t5/t5-small",
+            Reply([{"translation_text": "Bonjour le monde"}]),
+        )
         endpoint.script(
             "/models/google-bert/bert-base-uncased",
-            Reply([{"sequence": "paris is the capital of france.", "score": 0.41,
-                    "token": 3000, "token_str": "paris"},
-                   {"sequence": "lyon is the capital of france.", "score": 0.05,
-                    "token": 3001, "token_str": "lyon"}]),
+            Reply(
+                [
+                    {
+                        "sequence": "paris is the capital of france.",
+                        "score": 0.41,
+                        "token": 3000,
+                        "token_str": "paris",
+                    },
+                    {
+                        "sequence": "lyon is the capital of france.",
+                        "score": 0.05,
+                        "token": 3001,
+                        "token_str": "lyon",
+                    },
+                ]
+            ),
         )
-        register(db, endpoint, name="summary", predict="summary", engine="local",
-                 task="summarization", parameters='{"max_length": 40}')
-        db.execute("SELECT hf_fdw.create_model('fr', 'french', 'local', "
-                   "task => 'translation')")
-        db.execute("SELECT hf_fdw.create_model('masks', 'filled', 'local', "
-                   "task => 'fill-mask')")
+        register(
+            db,
+            endpoint,
+            name="summary",
+            predict="summary",
+            engine="local",
+            task="summarization",
+            parameters='{"max_length": 40}',
+        )
+        db.execute(
+            "SELECT hf_fdw.create_model('fr', 'french', 'local', task => 'translation')"
+        )
+        db.execute(
+            "SELECT hf_fdw.create_model('masks', 'filled', 'local', "
+            "task => 'fill-mask')"
+        )
         assert db.execute(
             "SELECT summary FROM summary WHERE text = 'A long article.'"
         ).fetchone() == ("A short summary.",)
@@ -365,15 +477,24 @@ class TestTasks:
         """Case C18: a TGI-style endpoint gets a string, never a list."""
         path = "/generate"
         endpoint.script(path, Reply({"generated_text": "Once upon a time, a cat."}))
-        register(db, endpoint, name="writer", predict="story", engine="local",
-                 task="text-generation", endpoint=endpoint.url + path,
-                 parameters='{"max_new_tokens": 20}')
+        register(
+            db,
+            endpoint,
+            name="writer",
+            predict="story",
+            engine="local",
+            task="text-generation",
+            endpoint=endpoint.url + path,
+            parameters='{"max_new_tokens": 20}',
+        )
         rows = db.execute(
             "SELECT text, story FROM writer WHERE text IN ('Once upon', 'Twice')"
             " ORDER BY text"
         ).fetchall()
-        assert rows == [("Once upon", "Once upon a time, a cat."),
-                        ("Twice", "Once upon a time, a cat.")]
+        assert rows == [
+            ("Once upon", "Once upon a time, a cat."),
+            ("Twice", "Once upon a time, a cat."),
+        ]
         sent = sorted(bodies(endpoint, path), key=lambda b: b["inputs"])
         assert sent == [
             {"inputs": "Once upon", "parameters": {"max_new_tokens": 20}},
@@ -381,10 +502,19 @@ class TestTasks:
         ]
 
     def test_feature_extraction_gives_an_array(self, db: Any, endpoint: Any) -> None:
-        path = "/models/sentence-transformers/all-MiniLM-L6-v2/pipeline/feature-extraction"
+        path = (
+            "/models/sentence-transformers/all-MiniLM-L6-v2/pipeline/feature-extraction"
+        )
         endpoint.script(path, Reply([[0.25, -0.5, 1.0]]))
-        register(db, endpoint, name="embed", predict="embedding", engine="local",
-                 task="feature-extraction", parameters='{"normalize": true}')
+        register(
+            db,
+            endpoint,
+            name="embed",
+            predict="embedding",
+            engine="local",
+            task="feature-extraction",
+            parameters='{"normalize": true}',
+        )
         row = db.execute(
             "SELECT embedding, pg_typeof(embedding)::text FROM embed WHERE text = 'x'"
         ).fetchone()
@@ -400,8 +530,11 @@ class TestTasks:
         )
         spam.execute("SELECT is_spam FROM spam2 WHERE text = 'hey'").fetchall()
         assert bodies(endpoint, SPAM_PATH) == [
-            {"inputs": "hey", "parameters": {"function_to_apply": "sigmoid"},
-             "options": {"wait_for_model": True}}
+            {
+                "inputs": "hey",
+                "parameters": {"function_to_apply": "sigmoid"},
+                "options": {"wait_for_model": True},
+            }
         ]
 
 
@@ -411,8 +544,15 @@ class TestEndpoints:
     def test_model_endpoint_is_called_verbatim(self, db: Any, endpoint: Any) -> None:
         """Case C7."""
         endpoint.script("/some/path", Reply([{"label": "LABEL_1", "score": 0.9}]))
-        register(db, endpoint, name="dedicated", predict="label", engine="local",
-                 task="text-classification", endpoint=endpoint.url + "/some/path")
+        register(
+            db,
+            endpoint,
+            name="dedicated",
+            predict="label",
+            engine="local",
+            task="text-classification",
+            endpoint=endpoint.url + "/some/path",
+        )
         assert db.execute(
             "SELECT label FROM dedicated WHERE text = 'x'"
         ).fetchone() == ("LABEL_1",)
@@ -428,7 +568,9 @@ class TestEndpoints:
         )
         assert error.diag.message_detail == "Input is too long"
 
-    def test_http_error_has_server_words_and_hint(self, spam: Any, endpoint: Any) -> None:
+    def test_http_error_has_server_words_and_hint(
+        self, spam: Any, endpoint: Any
+    ) -> None:
         endpoint.respond(
             SPAM_PATH, lambda body: Reply({"error": "Model is gated"}, status=403)
         )
@@ -437,19 +579,26 @@ class TestEndpoints:
         assert error.diag.message_detail == "Model is gated"
 
     def test_unknown_model_404_hint(self, db: Any, endpoint: Any) -> None:
-        register(db, endpoint, name="missing", predict="label", engine="local",
-                 task="text-classification", model_name="acme/nothing-here")
+        register(
+            db,
+            endpoint,
+            name="missing",
+            predict="label",
+            engine="local",
+            task="text-classification",
+            model_name="acme/nothing-here",
+        )
         error = sql_error(db, "SELECT * FROM missing WHERE text = 'x'")
         assert "answered HTTP 404" in error.diag.message_primary
         assert error.diag.message_detail == "Model acme/nothing-here does not exist"
         assert "endpoint =>" in error.diag.message_hint
 
-    def test_hosted_router_without_key_fails_before_any_request(
-        self, db: Any
-    ) -> None:
+    def test_hosted_router_without_key_fails_before_any_request(self, db: Any) -> None:
         db.execute("SELECT hf_fdw.create_engine('hosted')")
-        db.execute("SELECT hf_fdw.create_model('cloud', 'label', 'hosted', "
-                   "task => 'text-classification')")
+        db.execute(
+            "SELECT hf_fdw.create_model('cloud', 'label', 'hosted', "
+            "task => 'text-classification')"
+        )
         error = sql_error(db, "SELECT * FROM cloud WHERE text = 'x'")
         assert "has no API key" in error.diag.message_primary
         assert "hf_fdw.set_api_key('hosted'" in error.diag.message_hint
@@ -459,20 +608,37 @@ def test_chat_completion_on_the_chat_route(db: Any, endpoint: Any) -> None:
     """A chat-only model, through the router's OpenAI-style route."""
     endpoint.respond(
         "/v1/chat/completions",
-        lambda body: Reply({"choices": [{"index": 0, "message": {
-            "role": "assistant",
-            "content": f"You said: {body['messages'][0]['content']}"}}]}),
+        lambda body: Reply(
+            {
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {
+                            "role": "assistant",
+                            "content": f"You said: {body['messages'][0]['content']}",
+                        },
+                    }
+                ]
+            }
+        ),
     )
-    db.execute("SELECT hf_fdw.create_engine('local', endpoint => %s)",
-               (endpoint.url + "/hf-inference",))
-    db.execute("SELECT hf_fdw.create_model('chat', 'reply', 'local', "
-               "task => 'chat-completion', model_name => 'acme/chat:fastest', "
-               "parameters => '{\"max_tokens\": 50}')")
+    db.execute(
+        "SELECT hf_fdw.create_engine('local', endpoint => %s)",
+        (endpoint.url + "/hf-inference",),
+    )
+    db.execute(
+        "SELECT hf_fdw.create_model('chat', 'reply', 'local', "
+        "task => 'chat-completion', model_name => 'acme/chat:fastest', "
+        "parameters => '{\"max_tokens\": 50}')"
+    )
     assert db.execute("SELECT reply FROM chat WHERE text = 'hello'").fetchone() == (
         "You said: hello",
     )
     assert bodies(endpoint, "/v1/chat/completions") == [
-        {"model": "acme/chat:fastest",
-         "messages": [{"role": "user", "content": "hello"}],
-         "max_tokens": 50, "stream": False}
+        {
+            "model": "acme/chat:fastest",
+            "messages": [{"role": "user", "content": "hello"}],
+            "max_tokens": 50,
+            "stream": False,
+        }
     ]

@@ -15,7 +15,9 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("sentence_transformers", reason="the 'local' extra is not installed")
+pytest.importorskip(
+    "sentence_transformers", reason="the 'local' extra is not installed"
+)
 psycopg = pytest.importorskip("psycopg", reason="psycopg (3) is not installed")
 
 from hf_fdw.local_server import (  # noqa: E402
@@ -78,13 +80,24 @@ def test_readme_sql_works_when_pasted(pasted: Any, local_server: Any) -> None:
         if cursor.description is not None:
             results[statement.split("\n")[0].rstrip(";")] = cursor.fetchall()
 
-    first = "SELECT text, is_spam FROM spam_classifier WHERE text = 'Subscribe to this channel asap'"
+    first = (
+        "SELECT text, is_spam FROM spam_classifier "
+        "WHERE text = 'Subscribe to this channel asap'"
+    )
     assert results[first] == [("Subscribe to this channel asap", "spam")]
-    joined = "SELECT m.id, s.is_spam FROM messages m JOIN spam_classifier s ON s.text = m.body"
+    joined = (
+        "SELECT m.id, s.is_spam FROM messages m "
+        "JOIN spam_classifier s ON s.text = m.body"
+    )
     assert sorted(results[joined]) == [(1, "ham"), (2, "spam")]
-    checked = "SELECT verdict FROM inbox_check WHERE body = 'You won a free cruise, call now'"
+    checked = (
+        "SELECT verdict FROM inbox_check WHERE body = 'You won a free cruise, call now'"
+    )
     assert results[checked] == [("junk",)]
-    whole = "SELECT body, verdict, confidence, answer FROM inbox_check WHERE body = 'hi there'"
+    whole = (
+        "SELECT body, verdict, confidence, answer FROM inbox_check "
+        "WHERE body = 'hi there'"
+    )
     [(body, verdict, confidence, answer)] = results[whole]
     assert (body, verdict) == ("hi there", "ok")
     assert confidence == pytest.approx(max(item["score"] for item in answer[0]))

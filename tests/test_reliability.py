@@ -15,8 +15,6 @@ psycopg = pytest.importorskip("psycopg", reason="psycopg (3) is not installed")
 PATH = "/models/acme/spam"
 
 
-
-
 @pytest.fixture
 def model(db: Any, endpoint: Any) -> Any:
     """A spam model on the scripted endpoint, 30 s timeout, 3 retries."""
@@ -29,14 +27,15 @@ def model(db: Any, endpoint: Any) -> Any:
     db.execute(
         "SELECT hf_fdw.create_model('spam', 'label', 'local', "
         "task => 'text-classification', model_name => 'acme/spam', "
-        "labels => '[\"ham\", \"spam\"]')"
+        'labels => \'["ham", "spam"]\')'
     )
     return db
 
 
 def stall(endpoint: Any, seconds: float = 30.0) -> None:
-    endpoint.respond(PATH, lambda body: Reply([[{"label": "LABEL_0", "score": 1}]],
-                                              delay=seconds))
+    endpoint.respond(
+        PATH, lambda body: Reply([[{"label": "LABEL_0", "score": 1}]], delay=seconds)
+    )
 
 
 class TestCancellation:
@@ -111,16 +110,19 @@ class TestCancellation:
 class TestRetries:
     def test_loading_model_then_answer(self, model: Any, endpoint: Any) -> None:
         """Case C13: 503 'currently loading' twice, then the prediction."""
-        loading = Reply({"error": "Model acme/spam is currently loading",
-                         "estimated_time": 0.3}, status=503)
-        answer = Reply([[{"label": "LABEL_1", "score": 0.9},
-                         {"label": "LABEL_0", "score": 0.1}]])
+        loading = Reply(
+            {"error": "Model acme/spam is currently loading", "estimated_time": 0.3},
+            status=503,
+        )
+        answer = Reply(
+            [[{"label": "LABEL_1", "score": 0.9}, {"label": "LABEL_0", "score": 0.1}]]
+        )
         endpoint.reset()
         endpoint.script(PATH, loading, loading, answer)
         started = time.monotonic()
-        assert model.execute(
-            "SELECT label FROM spam WHERE text = 'x'"
-        ).fetchone() == ("spam",)
+        assert model.execute("SELECT label FROM spam WHERE text = 'x'").fetchone() == (
+            "spam",
+        )
         assert time.monotonic() - started >= 0.55
         assert len(endpoint.requests_to(PATH)) == 3
 
@@ -128,8 +130,16 @@ class TestRetries:
         self, model: Any, endpoint: Any
     ) -> None:
         endpoint.reset()
-        endpoint.script(PATH, Reply({"error": "Model acme/spam is currently loading",
-                                     "estimated_time": 0.1}, status=503))
+        endpoint.script(
+            PATH,
+            Reply(
+                {
+                    "error": "Model acme/spam is currently loading",
+                    "estimated_time": 0.1,
+                },
+                status=503,
+            ),
+        )
         error = sql_error(model, "SELECT label FROM spam WHERE text = 'x'")
         assert error.diag.message_primary.endswith("answered HTTP 503")
         assert error.diag.message_detail == "Model acme/spam is currently loading"
@@ -141,22 +151,31 @@ class TestRetries:
         endpoint.reset()
         endpoint.script(
             PATH,
-            Reply({"error": "Rate limit reached"}, status=429,
-                  headers={"Retry-After": "1"}),
+            Reply(
+                {"error": "Rate limit reached"},
+                status=429,
+                headers={"Retry-After": "1"},
+            ),
             Reply([[{"label": "LABEL_0", "score": 0.8}]]),
         )
         started = time.monotonic()
-        assert model.execute(
-            "SELECT label FROM spam WHERE text = 'x'"
-        ).fetchone() == ("ham",)
+        assert model.execute("SELECT label FROM spam WHERE text = 'x'").fetchone() == (
+            "ham",
+        )
         assert 0.9 <= time.monotonic() - started < 3.0
 
     def test_rate_limit_storm_stays_within_statement_timeout(
         self, model: Any, endpoint: Any
     ) -> None:
         endpoint.reset()
-        endpoint.script(PATH, Reply({"error": "Rate limit reached"}, status=429,
-                                    headers={"Retry-After": "5"}))
+        endpoint.script(
+            PATH,
+            Reply(
+                {"error": "Rate limit reached"},
+                status=429,
+                headers={"Retry-After": "5"},
+            ),
+        )
         model.execute("ALTER FOREIGN TABLE spam OPTIONS (ADD max_retries '10')")
         model.execute("SET statement_timeout = '1500ms'")
         started = time.monotonic()
@@ -183,19 +202,23 @@ class TestOnErrorAndCaps:
         model.execute("ALTER FOREIGN TABLE spam OPTIONS (ADD on_error 'null')")
         notices: list[tuple[str, str, str]] = []
         model.add_notice_handler(  # a Diagnostic is valid in the callback only
-            lambda n: notices.append(
-                (n.severity, n.message_primary, n.message_detail)
-            )
+            lambda n: notices.append((n.severity, n.message_primary, n.message_detail))
         )
         model.execute("CREATE TEMP TABLE inbox (body text)")
-        model.execute("INSERT INTO inbox VALUES ('bad 1'), ('win a free prize'), "
-                      "('bad 2'), ('hello')")
+        model.execute(
+            "INSERT INTO inbox VALUES ('bad 1'), ('win a free prize'), "
+            "('bad 2'), ('hello')"
+        )
         rows = model.execute(
             "SELECT i.body, s.label FROM inbox i LEFT JOIN spam s ON s.text = i.body "
             "ORDER BY 1"
         ).fetchall()
-        assert rows == [("bad 1", None), ("bad 2", None), ("hello", "ham"),
-                        ("win a free prize", "spam")]
+        assert rows == [
+            ("bad 1", None),
+            ("bad 2", None),
+            ("hello", "ham"),
+            ("win a free prize", "spam"),
+        ]
         warnings = [n for n in notices if n[0] == "WARNING"]
         assert len(warnings) == 1
         assert warnings[0][1] == (
@@ -205,8 +228,10 @@ class TestOnErrorAndCaps:
 
     def test_request_cap_per_statement(self, model: Any, endpoint: Any) -> None:
         model.execute("ALTER FOREIGN TABLE spam OPTIONS (ADD max_requests '5')")
-        model.execute("CREATE TEMP TABLE many AS "
-                      "SELECT 'message ' || i AS body FROM generate_series(1, 8) i")
+        model.execute(
+            "CREATE TEMP TABLE many AS "
+            "SELECT 'message ' || i AS body FROM generate_series(1, 8) i"
+        )
         error = sql_error(
             model, "SELECT count(*) FROM many m JOIN spam s ON s.text = m.body"
         )
