@@ -7,6 +7,7 @@ back from a server is scrubbed of it before it reaches an error.
 
 from __future__ import annotations
 
+import heapq
 import json
 import logging
 import random
@@ -160,6 +161,47 @@ def _shut(sock: socket.socket) -> None:
         pass
 
 
+class Watchdog:
+    """One thread that shuts sockets down when their deadlines pass.
+
+    A timer thread per request would cost more than the request on a fast
+    endpoint; this one sleeps until the earliest deadline it holds.
+    """
+
+    def __init__(self) -> None:
+        self._wake = threading.Condition()
+        self._deadlines: list[tuple[float, int, socket.socket]] = []
+        self._count = 0
+        self._thread: threading.Thread | None = None
+
+    def watch(self, sock: socket.socket, deadline: float) -> int:
+        """Shut ``sock`` at ``deadline`` (time.monotonic) unless released."""
+        with self._wake:
+            self._count += 1
+            heapq.heappush(self._deadlines, (deadline, self._count, sock))
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="hf_fdw-watchdog", daemon=True
+                )
+                self._thread.start()
+            self._wake.notify()
+            return self._count
+
+    def release(self, token: int) -> None:
+        with self._wake:
+            self._deadlines = [d for d in self._deadlines if d[1] != token]
+            heapq.heapify(self._deadlines)
+
+    def _run(self) -> None:
+        with self._wake:
+            while True:
+                now = time.monotonic()
+                while self._deadlines and self._deadlines[0][0] <= now:
+                    _shut(heapq.heappop(self._deadlines)[2])
+                timeout = self._deadlines[0][0] - now if self._deadlines else None
+                self._wake.wait(timeout)
+
+
 def _socket_of(response: requests.Response) -> socket.socket | None:
     """The socket an answer is read from (urllib3 1.26 and 2.x alike)."""
     connection = getattr(response.raw, "connection", None)
@@ -179,6 +221,7 @@ class InferenceClient:
         self._sleep = sleep
         self._local = threading.local()
         self._count_lock = threading.Lock()
+        self._watchdog = Watchdog()
         self.requests_sent = 0
         self.retries = 0
 
@@ -321,17 +364,15 @@ class InferenceClient:
         """Read the answer's body within the time and size limits.
 
         A read timeout bounds each wait for data, not a whole answer: a server
-        that sends a byte a second would never trip it. So a timer shuts the
-        socket down when the engine's timeout has passed since the request
+        that sends a byte a second would never trip it. So the watchdog shuts
+        the socket down when the engine's timeout has passed since the request
         started, and so does the statement's stop signal.
         """
         sock = _socket_of(response)
-        remaining = max(0.0, self.engine.timeout - (time.monotonic() - started))
-        timer = threading.Timer(remaining, _shut, (sock,)) if sock else None
+        token = (
+            self._watchdog.watch(sock, started + self.engine.timeout) if sock else None
+        )
         watching = isinstance(stop, StopSignal) and sock is not None
-        if timer:
-            timer.daemon = True
-            timer.start()
         if watching:
             stop.watch(sock)
         chunks: list[bytes] = []
@@ -354,13 +395,13 @@ class InferenceClient:
                 raise Stopped() from exc
             raise
         finally:
-            if timer:
-                timer.cancel()
+            if token is not None:
+                self._watchdog.release(token)
             if watching:
                 stop.forget(sock)
             response.close()
         if time.monotonic() - started >= self.engine.timeout and sock is not None:
-            # The timer cut the socket; what arrived may look like a clean end.
+            # The watchdog cut the socket; what arrived may look like a clean end.
             raise requests.Timeout()
         response._content = b"".join(chunks)
 

@@ -79,7 +79,7 @@ EXTRA_VALUES = {
 ENGINE_SETTINGS: dict[str, tuple[type, Any, Any, Any]] = {
     "timeout": (float, 30.0, 0.1, 600.0),
     "max_retries": (int, 3, 0, 10),
-    "concurrency": (int, 4, 1, 64),
+    "concurrency": (int, 8, 1, 64),
     "max_requests": (int, 10_000, 1, 100_000_000),
     "on_error": (str, "raise", ("raise", "null"), None),
     # None: the task's default (600 s; 0, the transaction only, for

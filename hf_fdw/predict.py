@@ -16,7 +16,7 @@ import time
 from contextlib import contextmanager
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -403,19 +403,28 @@ class Predictor:
         )
 
     def _ask(self, todo: list[Inputs]) -> list[Any]:
-        """Send the requests in the pool while watching for a cancel."""
+        """Send the requests in the pool while watching for a cancel.
+
+        At most twice ``concurrency`` requests are queued at a time, refilled
+        as they finish, so a statement with 100 000 inputs holds no more than
+        a window of futures and each wait looks at that window only.
+        """
         stop = StopSignal()
         pool = self._executor()
         size = self.engine.batch_size if self.model.spec.build_batch else 1
         groups = [todo[i : i + size] for i in range(0, len(todo), size)]
-        if size > 1:
-            futures = [pool.submit(self.predict_group, g, stop) for g in groups]
-        else:
-            futures = [pool.submit(self._predict_alone, g, stop) for g in groups]
+        call = self.predict_group if size > 1 else self._predict_alone
+        results: list[list[Any] | None] = [None] * len(groups)
+        window = 2 * self.engine.concurrency
+        flying: dict[Any, int] = {}
+        queued = 0
         try:
-            while True:
-                done, waiting = wait(
-                    futures, timeout=POLL_SECONDS, return_when=FIRST_EXCEPTION
+            while queued < len(groups) or flying:
+                while queued < len(groups) and len(flying) < window:
+                    flying[pool.submit(call, groups[queued], stop)] = queued
+                    queued += 1
+                done, _ = wait(
+                    list(flying), timeout=POLL_SECONDS, return_when=FIRST_COMPLETED
                 )
                 reason = interrupts.pending()
                 if reason:
@@ -423,35 +432,30 @@ class Predictor:
                         reason,
                         detail="hf_fdw stopped waiting for the inference endpoint",
                     )
-                if self.engine.on_error == "raise":
-                    failed = [f for f in futures if f.done() and f.exception()]
-                    if failed:
-                        self.usage.errors += 1
-                        raise self._user_error(failed[0].exception())
-                if not waiting:
-                    break
+                for future in done:
+                    index = flying.pop(future)
+                    error = future.exception()
+                    if error is None:
+                        results[index] = future.result()
+                        continue
+                    error = self._user_error(error)
+                    self.usage.errors += 1
+                    if self.engine.on_error == "raise":
+                        raise error
+                    self.failures.append(error)
+                    results[index] = [_FAILED] * len(groups[index])
         except BaseException:
             stop.set()
-            for future in futures:
+            for future in flying:
                 future.cancel()
-            if any(not future.done() for future in futures):
+            if any(not future.done() for future in flying):
                 # Requests still in flight end on their own (the engine's
                 # timeout); the next statement gets a fresh pool.
                 pool.shutdown(wait=False, cancel_futures=True)
                 self._pool = None
             raise
 
-        answers: list[Any] = []
-        for group, future in zip(groups, futures):
-            error = future.exception()
-            if error is None:
-                answers.extend(future.result())
-                continue
-            error = self._user_error(error)
-            self.usage.errors += 1
-            self.failures.append(error)
-            answers.extend([_FAILED] * len(group))
-        return answers
+        return [answer for group in results for answer in group or ()]
 
     def _predict_alone(self, group: Sequence[Inputs], stop: StopSignal) -> list[Any]:
         return [self.predict_one(group[0], stop)]

@@ -93,7 +93,7 @@ INSERT INTO hf_fdw.settings VALUES
      'seconds to wait for one answer'),
     ('max_retries', 'integer', '3', 0, 10, NULL, true,
      'retries after 429, 5xx and connection failures'),
-    ('concurrency', 'integer', '4', 1, 64, NULL, true,
+    ('concurrency', 'integer', '8', 1, 64, NULL, true,
      'requests in flight at once for one scan'),
     ('max_requests', 'integer', '10000', 1, 100000000, NULL, true,
      'requests one statement may send to one model'),

@@ -539,3 +539,30 @@ def test_stop_signal_cuts_an_answer_being_read() -> None:
         assert time.monotonic() - started < 1.5
     finally:
         server.close()
+
+
+def test_watchdog_shuts_only_what_is_due() -> None:
+    """One thread for all deadlines; a released socket is left alone."""
+    from hf_fdw.client import Watchdog
+
+    watchdog = Watchdog()
+    due_a, due_b = socket.socketpair()
+    kept_a, kept_b = socket.socketpair()
+    try:
+        watchdog.watch(due_a, time.monotonic() + 0.2)
+        token = watchdog.watch(kept_a, time.monotonic() + 0.2)
+        watchdog.release(token)
+        due_a.settimeout(2.0)
+        started = time.monotonic()
+        assert due_a.recv(10) == b""  # shut down: the blocked read ends
+        assert 0.1 < time.monotonic() - started < 1.5
+        kept_b.sendall(b"still open")
+        kept_a.settimeout(1.0)
+        assert kept_a.recv(10) == b"still open"
+        before = threading.active_count()
+        for _ in range(50):
+            watchdog.release(watchdog.watch(kept_a, time.monotonic() + 60))
+        assert threading.active_count() == before
+    finally:
+        for sock in (due_a, due_b, kept_a, kept_b):
+            sock.close()

@@ -442,7 +442,7 @@ class TestParseEngine:
     def test_defaults(self) -> None:
         engine = parse_engine({"engine_name": "hf"}, environ={})
         assert engine.endpoint == ROUTER_URL
-        assert (engine.timeout, engine.max_retries, engine.concurrency) == (30.0, 3, 4)
+        assert (engine.timeout, engine.max_retries, engine.concurrency) == (30.0, 3, 8)
         assert engine.api_key is None
         assert engine.is_hosted
 
@@ -504,7 +504,7 @@ class TestEngineOptions:
         assert parse_engine_options(None) == {
             "timeout": 30.0,
             "max_retries": 3,
-            "concurrency": 4,
+            "concurrency": 8,
             "max_requests": 10_000,
             "on_error": "raise",
             "cache_ttl": None,
