@@ -74,7 +74,8 @@ class HuggingFaceFDW(ForeignDataWrapper):
     def execute(
         self, quals: list[Any], columns: Any, sortkeys: Any = None, **kwargs: Any
     ) -> Iterator[dict[str, Any]]:
-        return iter(list(self.predictor.rows(quals)))
+        # A generator: rows go to PostgreSQL one by one, never all at once.
+        return self.predictor.rows(quals)
 
     def end_scan(self) -> None:
         # One summary per statement scan, however many rescans a join made.
