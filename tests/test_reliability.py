@@ -38,6 +38,19 @@ def stall(endpoint: Any, seconds: float = 30.0) -> None:
     )
 
 
+def soon_from_another_session(postgres: Any, session: Any, function: str) -> int:
+    """In half a second, call ``function`` (pg_cancel_backend...) on a session."""
+    pid = session.execute("SELECT pg_backend_pid()").fetchone()[0]
+
+    def call() -> None:
+        time.sleep(0.5)
+        with psycopg.connect(postgres.dsn, autocommit=True) as other:
+            other.execute(f"SELECT {function}(%s)", (pid,))
+
+    threading.Thread(target=call).start()
+    return pid
+
+
 class TestCancellation:
     def test_statement_timeout_ends_a_stalled_request(
         self, model: Any, endpoint: Any
@@ -63,14 +76,7 @@ class TestCancellation:
         self, model: Any, endpoint: Any, postgres: Any
     ) -> None:
         stall(endpoint)
-        pid = model.execute("SELECT pg_backend_pid()").fetchone()[0]
-
-        def cancel_soon() -> None:
-            time.sleep(0.5)
-            with psycopg.connect(postgres.dsn, autocommit=True) as other:
-                other.execute("SELECT pg_cancel_backend(%s)", (pid,))
-
-        threading.Thread(target=cancel_soon).start()
+        soon_from_another_session(postgres, model, "pg_cancel_backend")
         started = time.monotonic()
         error = sql_error(model, "SELECT label FROM spam WHERE text IN ('a', 'b')")
         assert error.diag.message_primary == "canceling statement due to user request"
@@ -81,14 +87,7 @@ class TestCancellation:
         self, model: Any, endpoint: Any, postgres: Any
     ) -> None:
         stall(endpoint)
-        pid = model.execute("SELECT pg_backend_pid()").fetchone()[0]
-
-        def terminate_soon() -> None:
-            time.sleep(0.5)
-            with psycopg.connect(postgres.dsn, autocommit=True) as other:
-                other.execute("SELECT pg_terminate_backend(%s)", (pid,))
-
-        threading.Thread(target=terminate_soon).start()
+        pid = soon_from_another_session(postgres, model, "pg_terminate_backend")
         started = time.monotonic()
         with pytest.raises(psycopg.Error) as caught:
             model.execute("SELECT label FROM spam WHERE text = 'x'")
