@@ -15,7 +15,7 @@ import logging
 import time
 from contextlib import contextmanager
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -180,7 +180,8 @@ class Predictor:
             (engine.name, model.model or self.url, model.task), Usage()
         )
         self.failures: list[HfFdwError] = []
-        self._memo: OrderedDict[Inputs, Any] = OrderedDict()
+        # Answers kept for the transaction when the model has no cache.
+        self._memo: OrderedDict[Hashable, Any] = OrderedDict()
         self._pool: ThreadPoolExecutor | None = None
         self._statement: int | None = None
         self._sent_in_statement = 0
@@ -319,26 +320,22 @@ class Predictor:
     def predict(self, batch: Sequence[Inputs]) -> list[Any]:
         """Predict every tuple; NULL inputs give NULL, repeats are asked once.
 
-        Answers come from the transaction's memo, then the backend's cache,
-        then the endpoint, with up to ``concurrency`` requests in flight. The
+        Answers come from the backend's cache (or, with none, the
+        transaction's), then the endpoint, with up to ``concurrency`` requests in flight. The
         wait is watched for PostgreSQL's cancel flags, so a statement timeout
         or a cancel ends it within about ``POLL_SECONDS``.
         """
         found: dict[Inputs, Any] = {}
-        todo: list[Inputs] = []
+        todo: list[tuple[Inputs, Hashable]] = []
         for inputs in dict.fromkeys(batch):
             if None in inputs:
                 continue
-            if inputs in self._memo:
-                found[inputs] = self._memo[inputs]
-                continue
-            cached = self.cache.get(self._cache_key(inputs))
-            if cached is not cache.MISSING:
-                self.usage.cache_hits += 1
-                found[inputs] = cached
-                self._remember(inputs, cached)
+            key = self._cache_key(inputs)
+            answer = self._lookup(key, count=True)
+            if answer is cache.MISSING:
+                todo.append((inputs, key))
             else:
-                todo.append(inputs)
+                found[inputs] = answer
 
         if todo:
             self.check_credentials()
@@ -347,7 +344,7 @@ class Predictor:
             retries_before = self.client.retries
             sent_before = self.client.requests_sent
             try:
-                answers = self._ask(todo)
+                answers = self._ask([inputs for inputs, _ in todo])
             finally:
                 self.usage.seconds += time.monotonic() - started
                 self.usage.retries += self.client.retries - retries_before
@@ -360,15 +357,32 @@ class Predictor:
                     time.monotonic() - started,
                     len(found),
                 )
-            for inputs, answer in zip(todo, answers):
-                found[inputs] = answer
+            for (inputs, key), answer in zip(todo, answers):
                 if answer is _FAILED:
                     found[inputs] = None
                     continue
-                self._remember(inputs, answer)
-                self.cache.put(self._cache_key(inputs), answer, self.cache_ttl)
+                found[inputs] = answer
+                self._store(key, answer)
 
         return [None if None in inputs else found[inputs] for inputs in batch]
+
+    def _lookup(self, key: Hashable, count: bool = False) -> Any:
+        """A remembered answer, or ``cache.MISSING``."""
+        if key in self._memo:
+            return self._memo[key]
+        answer = self.cache.get(key)
+        if count and answer is not cache.MISSING:
+            self.usage.cache_hits += 1
+        return answer
+
+    def _store(self, key: Hashable, answer: Any) -> None:
+        """Keep an answer in the cache, or, with no cache, for the transaction."""
+        if self.cache_ttl > 0:
+            self.cache.put(key, answer, self.cache_ttl)
+            return
+        self._memo[key] = answer
+        while len(self._memo) > MEMO_SIZE:
+            self._memo.popitem(last=False)
 
     def rows(self, quals: Iterable[QualLike]) -> Iterator[dict[str, Any]]:
         """The rows a scan returns for these quals."""
@@ -390,7 +404,7 @@ class Predictor:
                 row[self.model.target_column] = value
             yield row
 
-    def _cache_key(self, inputs: Inputs) -> tuple[str, Inputs]:
+    def _cache_key(self, inputs: Inputs) -> Hashable:
         """Bytes (images, sounds) are keyed by their digest, not kept twice."""
         return (
             self._model_key,
@@ -489,10 +503,8 @@ class Predictor:
         """How many distinct non-NULL inputs a batch has, and how many are cached."""
         distinct = [inputs for inputs in dict.fromkeys(batch) if None not in inputs]
         cached = sum(
-            1
+            self._lookup(self._cache_key(inputs)) is not cache.MISSING
             for inputs in distinct
-            if inputs in self._memo
-            or self.cache.get(self._cache_key(inputs)) is not cache.MISSING
         )
         return len(distinct), cached
 
@@ -500,12 +512,6 @@ class Predictor:
         """The errors that on_error => null turned into NULLs, once."""
         failures, self.failures = self.failures, []
         return failures
-
-    def _remember(self, inputs: Inputs, answer: Any) -> None:
-        self._memo[inputs] = answer
-        self._memo.move_to_end(inputs)
-        while len(self._memo) > MEMO_SIZE:
-            self._memo.popitem(last=False)
 
     def _executor(self) -> ThreadPoolExecutor:
         if self._pool is None:
