@@ -195,6 +195,7 @@ def rename_label(label: str, model: ModelSettings) -> str:
 
 
 def _read_classification(answer: Any, inputs: Inputs, model: ModelSettings) -> str:
+    """The top label, renamed by ``labels`` where the model has them."""
     return rename_label(_top(_scored_items(model.task, answer))["label"], model)
 
 
@@ -203,10 +204,6 @@ def _zero_shot_body(inputs: Inputs, model: ModelSettings) -> dict[str, Any]:
     if model.candidate_labels is not None:
         parameters["candidate_labels"] = list(model.candidate_labels)
     return _with_extras({"inputs": inputs[0]}, model, parameters)
-
-
-def _read_zero_shot(answer: Any, inputs: Inputs, model: ModelSettings) -> str:
-    return str(_top(_scored_items(model.task, answer))["label"])
 
 
 def _first_mapping(task: str, answer: Any, key: str) -> Mapping[str, Any]:
@@ -268,8 +265,7 @@ def _read_fill_mask(answer: Any, inputs: Inputs, model: ModelSettings) -> str:
     return text
 
 
-def _read_generation(answer: Any, inputs: Inputs, model: ModelSettings) -> str:
-    return _text_reader("generated_text")(answer, inputs, model)
+_read_generation = _text_reader("generated_text")
 
 
 def _question_body(inputs: Inputs, model: ModelSettings) -> dict[str, Any]:
@@ -365,10 +361,6 @@ def _media_body(inputs: Inputs, model: ModelSettings) -> dict[str, Any] | RawBod
     return _with_extras(body, model, parameters)
 
 
-def _read_media_label(answer: Any, inputs: Inputs, model: ModelSettings) -> str:
-    return rename_label(_top(_scored_items(model.task, answer))["label"], model)
-
-
 def _read_detections(
     answer: Any, inputs: Inputs, model: ModelSettings
 ) -> list[dict[str, Any]]:
@@ -406,8 +398,7 @@ def _read_entities(
     return list(answer)
 
 
-def _read_transcript(answer: Any, inputs: Inputs, model: ModelSettings) -> str:
-    return _text_reader("text")(answer, inputs, model)
+_read_transcript = _text_reader("text")
 
 
 def _top_score(answer: Any) -> float | None:
@@ -452,10 +443,6 @@ def _table_question_body(inputs: Inputs, model: ModelSettings) -> dict[str, Any]
         )
     body = {"inputs": {"query": inputs[0], "table": dict(table)}}
     return _with_extras(body, model, dict(model.parameters))
-
-
-def _read_table_answer(answer: Any, inputs: Inputs, model: ModelSettings) -> str:
-    return _text_reader("answer")(answer, inputs, model)
 
 
 def _read_image(answer: Any, inputs: Inputs, model: ModelSettings) -> bytes:
@@ -613,7 +600,7 @@ TASKS: dict[str, Task] = {
             "text",
             "facebook/bart-large-mnli",
             _zero_shot_body,
-            _read_zero_shot,
+            _read_classification,
             read_score=_top_score,
             item_fields=LABEL_FIELDS,
             read_items=_label_items,
@@ -703,7 +690,7 @@ TASKS: dict[str, Task] = {
             "text",
             "google/tapas-base-finetuned-wtq",
             _table_question_body,
-            _read_table_answer,
+            _text_reader("answer"),
         ),
         Task(
             # Chat models through the router's OpenAI-style route.
@@ -732,7 +719,7 @@ TASKS: dict[str, Task] = {
             "text",
             "google/vit-base-patch16-224",
             _media_body,
-            _read_media_label,
+            _read_classification,
             media=True,
             read_score=_top_score,
             item_fields=LABEL_FIELDS,
@@ -775,7 +762,7 @@ TASKS: dict[str, Task] = {
             "text",
             "superb/hubert-large-superb-er",
             _media_body,
-            _read_media_label,
+            _read_classification,
             media=True,
             read_score=_top_score,
             item_fields=LABEL_FIELDS,
