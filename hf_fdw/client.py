@@ -15,6 +15,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -97,6 +98,7 @@ def _hint(
 HF_HOST_SUFFIXES = (".huggingface.co", ".huggingface.cloud", ".hf.space")
 
 
+@lru_cache(maxsize=256)
 def key_goes_to(url: str, engine_endpoint: str) -> bool:
     """Whether the engine's key may be sent to ``url``.
 
@@ -276,15 +278,16 @@ class InferenceClient:
         most ``MAX_BODY`` bytes (once decompressed); redirects are refused.
         """
         host = urlsplit(url).netloc
+        if isinstance(body, RawBody):
+            data, content_type = body.data, body.mime
+        else:
+            data, content_type = json.dumps(body).encode(), "application/json"
+        headers = self._headers(url, content_type)
         attempt = 0
         while True:
             attempt += 1
             if stop is not None and stop.is_set():
                 raise Stopped()
-            if isinstance(body, RawBody):
-                data, content_type = body.data, body.mime
-            else:
-                data, content_type = json.dumps(body).encode(), "application/json"
             try:
                 with self._count_lock:
                     self.requests_sent += 1
@@ -292,7 +295,7 @@ class InferenceClient:
                 response = self._session().post(
                     url,
                     data=data,
-                    headers=self._headers(url, content_type),
+                    headers=headers,
                     timeout=(min(10.0, self.engine.timeout), self.engine.timeout),
                     allow_redirects=False,
                     stream=True,
