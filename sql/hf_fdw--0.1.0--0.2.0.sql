@@ -18,14 +18,7 @@ BEGIN
         OPTIONS (wrapper 'hf_fdw.BackendStateFDW');
 EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS message = MESSAGE_TEXT, detail = PG_EXCEPTION_DETAIL;
-    IF message LIKE 'Error in python:%' AND detail LIKE '%hf_fdw%' THEN
-        RAISE EXCEPTION 'the database server''s Python cannot import hf_fdw'
-            USING ERRCODE = 'undefined_file',
-                  DETAIL = message || ': ' || detail,
-                  HINT = 'install the package into the Python PostgreSQL embeds, '
-                      || 'or put it on the server''s PYTHONPATH (README, Install, '
-                      || 'step 3), then restart the server';
-    END IF;
+    PERFORM hf_fdw._explain_import_error(message, detail);
     RAISE;
 END;
 $$;

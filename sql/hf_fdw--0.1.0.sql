@@ -300,6 +300,28 @@ END;
 $$;
 
 -- ---------------------------------------------------------------------------
+-- _explain_import_error: given an error's message and detail, raise instead
+-- the fix when the server's Python could not import hf_fdw (Multicorn reports
+-- that as "Error in python: ModuleNotFoundError"); else do nothing.
+-- ---------------------------------------------------------------------------
+CREATE FUNCTION hf_fdw._explain_import_error(message text, detail text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF message LIKE 'Error in python:%' AND detail LIKE '%hf_fdw%' THEN
+        RAISE EXCEPTION 'the database server''s Python cannot import hf_fdw'
+            USING ERRCODE = 'undefined_file',
+                  DETAIL = message || ': ' || detail,
+                  HINT = 'install the package into the Python PostgreSQL embeds, '
+                      || 'or put it on the server''s PYTHONPATH (README, Install, '
+                      || 'step 3), then restart the server';
+    END IF;
+END;
+$$;
+
+-- ---------------------------------------------------------------------------
 -- create_engine: the MindsDB ML_ENGINE. Creates the foreign server and, when
 -- a key is given, a user mapping FOR PUBLIC that holds it.
 -- ---------------------------------------------------------------------------
@@ -347,14 +369,7 @@ BEGIN
             name, 'hf_fdw.HuggingFaceFDW', name, base, options::text);
     EXCEPTION WHEN OTHERS THEN
         GET STACKED DIAGNOSTICS message = MESSAGE_TEXT, detail = PG_EXCEPTION_DETAIL;
-        IF message LIKE 'Error in python:%' AND detail LIKE '%hf_fdw%' THEN
-            RAISE EXCEPTION 'the database server''s Python cannot import hf_fdw'
-                USING ERRCODE = 'undefined_file',
-                      DETAIL = message || ': ' || detail,
-                      HINT = 'install the package into the Python PostgreSQL '
-                          || 'embeds, or put it on the server''s PYTHONPATH '
-                          || '(README, Install, step 3), then restart the server';
-        END IF;
+        PERFORM hf_fdw._explain_import_error(message, detail);
         RAISE;
     END;
     IF api_key IS NOT NULL THEN

@@ -740,3 +740,17 @@ def test_a_failed_call_with_a_bound_key_leaves_it_out_of_the_log(
     if log:  # an external database's log cannot be read from here
         assert 'engine "dup" already exists' in log
         assert secret not in log
+
+
+def test_a_missing_python_package_is_explained(db: Any) -> None:
+    """What create_engine and CREATE EXTENSION say when hf_fdw cannot import."""
+    error = sql_error(
+        db,
+        "SELECT hf_fdw._explain_import_error('Error in python: ModuleNotFoundError', "
+        "'No module named ''hf_fdw''')",
+    )
+    assert error.diag.message_primary == (
+        "the database server's Python cannot import hf_fdw"
+    )
+    assert "PYTHONPATH" in error.diag.message_hint
+    db.execute("SELECT hf_fdw._explain_import_error('division by zero', NULL)")
