@@ -177,6 +177,15 @@ def endpoint(_scripted_server: ScriptedServer) -> Iterator[ScriptedServer]:
     _scripted_server.reset()
 
 
+def rate_limited(retry_after: str) -> Reply:
+    """The hosted API's 429, with its Retry-After header."""
+    return Reply(
+        {"error": "Rate limit reached"},
+        status=429,
+        headers={"Retry-After": retry_after},
+    )
+
+
 # Answers shaped like the hosted API's, computed from the input so that a
 # wrong input shows up as a wrong value.
 

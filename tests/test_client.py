@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from fix_http import Reply
+from fix_http import Reply, rate_limited
 from hf_fdw.client import InferenceClient
 from hf_fdw.errors import HfFdwError
 from hf_fdw.options import EngineSettings
@@ -253,11 +253,7 @@ class TestRetries:
     def test_c14_429_retry_after_is_honoured(self, endpoint: Any) -> None:
         endpoint.script(
             PATH,
-            Reply(
-                {"error": "Rate limit reached"},
-                status=429,
-                headers={"Retry-After": "1"},
-            ),
+            rate_limited("1"),
             Reply([[{"label": "LABEL_0", "score": 0.8}]]),
         )
         client = InferenceClient(engine_for(endpoint.url))

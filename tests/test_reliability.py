@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from fix_pg import sql_error
-from fix_http import Reply, spam_classifier
+from fix_http import Reply, rate_limited, spam_classifier
 
 psycopg = pytest.importorskip("psycopg", reason="psycopg (3) is not installed")
 
@@ -150,11 +150,7 @@ class TestRetries:
         endpoint.reset()
         endpoint.script(
             PATH,
-            Reply(
-                {"error": "Rate limit reached"},
-                status=429,
-                headers={"Retry-After": "1"},
-            ),
+            rate_limited("1"),
             Reply([[{"label": "LABEL_0", "score": 0.8}]]),
         )
         started = time.monotonic()
@@ -169,11 +165,7 @@ class TestRetries:
         endpoint.reset()
         endpoint.script(
             PATH,
-            Reply(
-                {"error": "Rate limit reached"},
-                status=429,
-                headers={"Retry-After": "5"},
-            ),
+            rate_limited("5"),
         )
         model.execute("ALTER FOREIGN TABLE spam OPTIONS (ADD max_retries '10')")
         model.execute("SET statement_timeout = '1500ms'")
