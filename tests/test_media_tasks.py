@@ -210,20 +210,23 @@ def test_unknown_bytes_are_refused(db: Any, endpoint: Any) -> None:
     assert "unknown media type" in error.diag.message_primary
 
 
+DETR = "/models/facebook/detr-resnet-50"
+BOXES = [
+    {
+        "label": "dog",
+        "score": 0.71,
+        "box": {"xmin": 1, "ymin": 2, "xmax": 30, "ymax": 40},
+    },
+    {
+        "label": "cat",
+        "score": 0.97,
+        "box": {"xmin": 5, "ymin": 6, "xmax": 50, "ymax": 60},
+    },
+]
+
+
 def test_object_detection_gives_jsonb(db: Any, endpoint: Any) -> None:
-    path = "/models/facebook/detr-resnet-50"
-    boxes = [
-        {
-            "label": "dog",
-            "score": 0.71,
-            "box": {"xmin": 1, "ymin": 2, "xmax": 30, "ymax": 40},
-        },
-        {
-            "label": "cat",
-            "score": 0.97,
-            "box": {"xmin": 5, "ymin": 6, "xmax": 50, "ymax": 60},
-        },
-    ]
+    path, boxes = DETR, BOXES
     endpoint.script(path, Reply(boxes))
     engine(db, endpoint)
     db.execute(
@@ -326,23 +329,7 @@ class TestRowPerItem:
     """OPTIONS (row_per_item 'true'): one row per box, entity, label or chunk."""
 
     def test_object_detection_boxes_as_rows(self, db: Any, endpoint: Any) -> None:
-        endpoint.script(
-            "/models/facebook/detr-resnet-50",
-            Reply(
-                [
-                    {
-                        "label": "dog",
-                        "score": 0.71,
-                        "box": {"xmin": 1, "ymin": 2, "xmax": 30, "ymax": 40},
-                    },
-                    {
-                        "label": "cat",
-                        "score": 0.97,
-                        "box": {"xmin": 5, "ymin": 6, "xmax": 50, "ymax": 60},
-                    },
-                ]
-            ),
-        )
+        endpoint.script(DETR, Reply(BOXES))
         engine(db, endpoint)
         db.execute(
             "CREATE FOREIGN TABLE boxes (image bytea, label text, "
