@@ -815,6 +815,20 @@ def _unknown_type(source: str, detail: str) -> HfFdwError:
     )
 
 
+def _bytes_as_text(data: bytes) -> str | None:
+    """A URL or a path written into a bytea value ('https://...'::bytea), or
+    None: such a value is fetched, or refused with its reason, as text."""
+    if len(data) > 4096 or sniff_mime(data) is not None:
+        return None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if not text.isprintable() or not (_SCHEME.match(text) or _looks_like_path(text)):
+        return None
+    return text
+
+
 def _media_from_bytes(value: bytes | bytearray | memoryview, max_bytes: int) -> Media:
     size = value.nbytes if isinstance(value, memoryview) else len(value)
     source = f"a bytea value of {size} bytes"
@@ -907,7 +921,10 @@ def media_from_value(
     if max_bytes < 1 or timeout <= 0:
         raise ValueError("max_bytes and timeout must be positive")
     if isinstance(value, (bytes, bytearray, memoryview)):
-        return _media_from_bytes(value, max_bytes)
+        text = _bytes_as_text(bytes(value))
+        if text is None:
+            return _media_from_bytes(value, max_bytes)
+        value = text  # 'https://...'::bytea, or a path: read as the text it is
     if isinstance(value, str):
         return _media_from_url(
             value, allow_private, max_bytes, timeout, session, resolve

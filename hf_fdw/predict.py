@@ -24,7 +24,7 @@ from hf_fdw import cache, interrupts
 from hf_fdw.cache import AnswerCache
 from hf_fdw.client import InferenceClient, StopSignal
 from hf_fdw.errors import HfFdwError
-from hf_fdw.media import Media, media_from_value, sniff_mime
+from hf_fdw.media import Media, media_from_value
 from hf_fdw.options import EngineSettings, ModelSettings, request_url
 from hf_fdw.tasks import AnswerError, Inputs, RawBody, error_in_answer
 
@@ -295,21 +295,7 @@ class Predictor:
         return items
 
     def _media(self, value: Any) -> Media:
-        """The image or sound a column value stands for (bytes, or a URL).
-
-        A bytea value that is no known media but plain text (a URL written
-        as 'https://...'::bytea, or a path) is read as text, so that it is
-        fetched, or refused with the reason.
-        """
-        if isinstance(value, (bytes, bytearray, memoryview)):
-            data = bytes(value)
-            if sniff_mime(data) is None and len(data) <= 4096:
-                try:
-                    text = data.decode("utf-8")
-                except UnicodeDecodeError:
-                    text = None
-                if text is not None and text.isprintable():
-                    value = text
+        """The image or sound a column value stands for (bytes, or a URL)."""
         return media_from_value(
             value,
             allow_private=self.engine.allow_private_urls,
