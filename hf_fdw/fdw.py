@@ -18,7 +18,7 @@ from multicorn.utils import DEBUG, INFO, WARNING, log_to_postgres
 
 from hf_fdw import cache
 from hf_fdw.errors import HfFdwError
-from hf_fdw.options import parse_engine, parse_model, request_url
+from hf_fdw.options import parse_engine, parse_model
 from hf_fdw.predict import USAGE, Predictor, inputs_from_quals
 
 
@@ -98,7 +98,7 @@ class HuggingFaceFDW(ForeignDataWrapper):
         verbose: bool = False,
         **kwargs: Any,
     ) -> list[str]:
-        host = urlsplit(request_url(self.engine, self.model)).netloc
+        host = urlsplit(self.predictor.url).netloc
         lines = [
             f"hf_fdw: task {self.model.task}, model {self.model.model or '-'}, "
             f"endpoint {host}"

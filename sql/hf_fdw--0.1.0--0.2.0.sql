@@ -118,11 +118,16 @@ BEGIN
         ('engine options', e.options::text),
         ('task', m.task),
         ('model_name', m.model_name),
-        ('endpoint', coalesce(m.endpoint,
-                              e.endpoint || '/models/' || m.model_name)
-                     || CASE WHEN m.endpoint IS NULL AND m.task IN
-                                  ('sentence-similarity', 'feature-extraction')
-                             THEN '/pipeline/' || m.task ELSE '' END),
+        -- Where requests go, as hf_fdw.options.request_url computes it.
+        ('endpoint', CASE
+            WHEN m.endpoint IS NOT NULL THEN m.endpoint
+            WHEN m.task = 'chat-completion' THEN
+                regexp_replace(e.endpoint, '/hf-inference$', '')
+                || '/v1/chat/completions'
+            ELSE e.endpoint || '/models/' || m.model_name
+                 || CASE WHEN m.task IN ('sentence-similarity', 'feature-extraction')
+                         THEN '/pipeline/' || m.task ELSE '' END
+         END),
         ('input_column', m.input_column),
         ('context_column', m.context_column),
         ('input_column2', m.input_column2),

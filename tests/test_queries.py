@@ -634,6 +634,8 @@ def test_chat_completion_on_the_chat_route(db: Any, endpoint: Any) -> None:
     assert db.execute("SELECT reply FROM chat WHERE text = 'hello'").fetchone() == (
         "You said: hello",
     )
+    described = dict(db.execute("SELECT * FROM hf_fdw.describe_model('chat')"))
+    assert described["endpoint"] == endpoint.url + "/v1/chat/completions"
     assert bodies(endpoint, "/v1/chat/completions") == [
         {
             "model": "acme/chat:fastest",
